@@ -1,0 +1,42 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install run test unit lint services fake-email bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(STAMP)
+
+# Local PostgreSQL and RabbitMQ: start whichever is down (Debian packages).
+services:
+	bash scripts/services.sh
+
+run: install services
+	$(BIN)/birthdayd migrate --create-db
+	$(BIN)/birthdayd run
+
+fake-email: install
+	$(BIN)/birthdayd fake-email --port 8025
+
+lint: install
+	$(BIN)/ruff check birthdayd tests
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/python -m pytest tests/unit
+
+test: install services lint
+	$(BIN)/python -m pytest
+
+bench: install services
+	$(BIN)/python tests/performance/pipeline.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,394 @@
+"""The HTTP API (aiohttp): users, the delivery log, health, metrics, OpenAPI.
+
+Composed, not run: :func:`create_app` builds the application and the runtime
+serves it.  Bad input always gets a 4xx JSON error and writes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hmac
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import asyncpg
+import orjson
+from aiohttp import web
+from prometheus_async.aio.web import server_stats
+
+from birthdayd import clock, greetings, openapi, store, validation
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY = 64 * 1024
+PAGE_DEFAULT = 100
+PAGE_MAX = 1000
+STATUSES = ("scheduled", "queued", "sending", "sent", "retrying", "failed", "expired",
+            "cancelled")
+Check = Callable[[], Awaitable[bool]]
+# Errors that mean PostgreSQL is away, not that the request was bad.
+UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Deps:
+    pool: asyncpg.Pool
+    clock: clock.Clock
+    send_hour: int
+    api_token: str | None = None
+    ready_checks: Mapping[str, Check] = dataclasses.field(default_factory=dict)
+    serve_api: bool = True
+    """False on worker- or scheduler-only replicas: health, ready and metrics only."""
+
+
+DEPS = web.AppKey("deps", Deps)
+
+
+# -- responses ----------------------------------------------------------------
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError
+
+
+def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | None = None
+                  ) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data, default=_default),
+        status=status,
+        content_type="application/json",
+        charset="utf-8",
+        headers=headers,
+    )
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str,
+                 fields: Mapping[str, str] | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.fields = dict(fields or {})
+        self.headers = headers
+
+    def response(self) -> web.Response:
+        body = {"error": {"code": self.code, "message": self.message, "fields": self.fields}}
+        return json_response(body, self.status, self.headers)
+
+
+def _invalid(fields: Mapping[str, str]) -> ApiError:
+    return ApiError(400, "validation_error", "The request is not valid.", fields)
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+@web.middleware
+async def errors_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as e:
+        return e.response()
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        headers = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
+        code = _HTTP_CODES.get(e.status, "error")
+        message = "Request body is larger than 64 KiB." if e.status == 413 else e.reason
+        return ApiError(e.status, code, message, headers=headers).response()
+    except UNAVAILABLE:
+        logger.warning("dependency unavailable", exc_info=True,
+                       extra={"event": "request_unavailable", "path": request.path})
+        return ApiError(503, "unavailable", "A dependency is unavailable; try again.",
+                        headers={"Retry-After": "5"}).response()
+    except Exception:
+        logger.exception("unhandled error", extra={"event": "request_failed",
+                                                  "path": request.path})
+        return ApiError(500, "internal_error", "Internal error.").response()
+
+
+def auth_middleware(token: str | None) -> Any:
+    expected = f"Bearer {token}".encode() if token else None
+
+    @web.middleware
+    async def middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        path = request.path
+        protected = path.startswith(("/user", "/messages"))
+        if expected is not None and protected:
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                raise ApiError(401, "unauthorized", "A valid bearer token is required.",
+                               headers={"WWW-Authenticate": "Bearer"})
+        return await handler(request)
+
+    return middleware
+
+
+# -- request parsing ----------------------------------------------------------
+
+
+async def read_json(request: web.Request) -> Any:
+    if request.headers.get("Content-Type") is not None:
+        mime = request.content_type
+        if mime != "application/json" and not mime.endswith("+json"):
+            raise ApiError(415, "unsupported_media_type",
+                           "Send the body as application/json.")
+    raw = await request.read()  # enforces client_max_size (413), chunked or not
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise _invalid({"body": "must be valid UTF-8 JSON"}) from None
+
+
+def path_id(request: web.Request, what: str) -> uuid.UUID:
+    """An id in the path; one that is not a uuid names nothing, hence 404."""
+    text = request.match_info["id"]
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise ApiError(404, "not_found", f"No {what} with id {text!r}.") from None
+
+
+def query_uuid(request: web.Request, name: str, errors: dict[str, str]) -> uuid.UUID | None:
+    text = request.query.get(name)
+    if text is None or text == "":
+        return None
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        errors[name] = "must be a uuid"
+        return None
+
+
+def page_params(request: web.Request, errors: dict[str, str]) -> tuple[int, uuid.UUID | None]:
+    limit = PAGE_DEFAULT
+    text = request.query.get("limit")
+    if text is not None:
+        if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= PAGE_MAX:
+            errors["limit"] = f"must be a whole number from 1 to {PAGE_MAX}"
+        else:
+            limit = int(text)
+    return limit, query_uuid(request, "after", errors)
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+# -- views --------------------------------------------------------------------
+
+
+def schedule_entry(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "occasion": row["occasion"],
+        "date": row["occasion_date"].isoformat(),
+        "sendAt": iso(row["send_at"]),
+        "status": row["status"],
+    }
+
+
+def user_view(user: Mapping[str, Any], pending: list[Mapping[str, Any]]) -> dict[str, Any]:
+    anniversary = user["anniversary"]
+    return {
+        "id": user["id"],
+        "firstName": user["first_name"],
+        "lastName": user["last_name"],
+        "email": user["email"],
+        "birthday": user["birthday"].isoformat(),
+        "anniversary": anniversary.isoformat() if anniversary else None,
+        "location": user["location"],
+        "schedule": [schedule_entry(p) for p in pending],
+        "createdAt": iso(user["created_at"]),
+        "updatedAt": iso(user["updated_at"]),
+    }
+
+
+def message_view(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "userId": row["user_id"],
+        "occasion": row["occasion"],
+        "date": row["occasion_date"].isoformat(),
+        "sendAt": iso(row["send_at"]),
+        "status": row["status"],
+        "attempts": row["attempts"],
+        "lastError": row["last_error"],
+        "sentAt": iso(row["sent_at"]),
+    }
+
+
+async def users_view(pool: asyncpg.Pool, users: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    pending = await store.pending_for_users(pool, [u["id"] for u in users])
+    by_user: dict[uuid.UUID, list[Mapping[str, Any]]] = {}
+    for row in pending:
+        by_user.setdefault(row["user_id"], []).append(row)
+    return [user_view(u, by_user.get(u["id"], [])) for u in users]
+
+
+async def one_user_view(pool: asyncpg.Pool, user_id: uuid.UUID) -> dict[str, Any]:
+    user = await store.get_user(pool, user_id)
+    if user is None:
+        raise ApiError(404, "not_found", f"No user with id {user_id}.")
+    return (await users_view(pool, [user]))[0]
+
+
+def _email_taken(email: str) -> ApiError:
+    return ApiError(409, "conflict", "A user with this email already exists.",
+                    {"email": f"{email} is already taken"})
+
+
+# -- handlers -----------------------------------------------------------------
+
+
+async def create_user(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    body = await read_json(request)
+    now = deps.clock.now()
+    fields, errors = validation.validate_user(body, now)
+    if errors:
+        raise _invalid(errors)
+    try:
+        user_id = await greetings.create_user(deps.pool, fields, now, deps.send_hour)
+    except greetings.EmailTaken:
+        raise _email_taken(fields["email"]) from None
+    view = await one_user_view(deps.pool, user_id)
+    return json_response(view, 201, {"Location": f"/user/{user_id}"})
+
+
+async def get_user(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    return json_response(await one_user_view(deps.pool, path_id(request, "user")))
+
+
+async def update_user(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    user_id = path_id(request, "user")
+    body = await read_json(request)
+    try:
+        found = await greetings.update_user(
+            deps.pool, user_id, body, deps.clock.now(), deps.send_hour
+        )
+    except greetings.Invalid as e:
+        raise _invalid(e.fields) from None
+    except greetings.EmailTaken as e:
+        raise _email_taken(str(e)) from None
+    if not found:
+        raise ApiError(404, "not_found", f"No user with id {user_id}.")
+    return json_response(await one_user_view(deps.pool, user_id))
+
+
+async def delete_user(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    user_id = path_id(request, "user")
+    if not await greetings.delete_user(deps.pool, user_id, deps.clock.now()):
+        raise ApiError(404, "not_found", f"No user with id {user_id}.")
+    return web.Response(status=204)
+
+
+async def list_users(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    errors: dict[str, str] = {}
+    limit, after = page_params(request, errors)
+    if errors:
+        raise _invalid(errors)
+    rows = await store.list_users(deps.pool, after, limit + 1)
+    items = await users_view(deps.pool, rows[:limit])
+    nxt = str(rows[limit - 1]["id"]) if len(rows) > limit else None
+    return json_response({"items": items, "next": nxt})
+
+
+async def list_messages(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    errors: dict[str, str] = {}
+    limit, after = page_params(request, errors)
+    user_id = query_uuid(request, "userId", errors)
+    status = request.query.get("status") or None
+    if status is not None and status not in STATUSES:
+        errors["status"] = f"must be one of {', '.join(STATUSES)}"
+    if errors:
+        raise _invalid(errors)
+    rows = await store.list_messages(deps.pool, status, user_id, after, limit + 1)
+    nxt = str(rows[limit - 1]["id"]) if len(rows) > limit else None
+    return json_response({"items": [message_view(r) for r in rows[:limit]], "next": nxt})
+
+
+async def retry_message(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    message_id = path_id(request, "message")
+    row = await store.redrive(deps.pool, message_id, deps.clock.now())
+    if row is None:
+        existing = await store.get_message(deps.pool, message_id)
+        if existing is None:
+            raise ApiError(404, "not_found", f"No message with id {message_id}.")
+        raise ApiError(409, "conflict",
+                       f"Only failed or expired messages can be retried; this one is "
+                       f"{existing['status']}.", {"status": existing["status"]})
+    return json_response(message_view(row), 202)
+
+
+async def health(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    checks: dict[str, str] = {}
+    for name, check in deps.ready_checks.items():
+        try:
+            ok = await check()
+        except Exception:  # noqa: BLE001 - any failure means "not ready"
+            ok = False
+        checks[name] = "ok" if ok else "unavailable"
+    healthy = all(v == "ok" for v in checks.values())
+    return json_response({"status": "ok" if healthy else "unavailable", "checks": checks},
+                         200 if healthy else 503)
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return json_response(openapi.SPEC)
+
+
+def create_app(deps: Deps) -> web.Application:
+    app = web.Application(
+        client_max_size=MAX_BODY,
+        middlewares=[errors_middleware, auth_middleware(deps.api_token)],
+    )
+    app[DEPS] = deps
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/metrics", server_stats)
+    if deps.serve_api:
+        app.router.add_post("/user", create_user)
+        app.router.add_get("/user/{id}", get_user)
+        app.router.add_put("/user/{id}", update_user)
+        app.router.add_delete("/user/{id}", delete_user)
+        app.router.add_get("/users", list_users)
+        app.router.add_get("/messages", list_messages)
+        app.router.add_post("/messages/{id}/retry", retry_message)
+        app.router.add_get("/openapi.json", openapi_json)
+    return app

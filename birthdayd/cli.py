@@ -1,0 +1,109 @@
+"""The ``birthdayd`` command line (parsing only; the work is elsewhere)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import click
+
+from birthdayd import __version__, config
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"],
+                               "max_content_width": 100})
+@click.version_option(__version__, prog_name="birthdayd")
+def cli() -> None:
+    """birthdayd: greets each user at 09:00 in their own time zone, exactly once.
+
+    Every option can also be set by the environment variable shown beside it,
+    or from a file by NAME_FILE=/path (Docker and Kubernetes secrets).
+    """
+
+
+@cli.command()
+@click.option("--role", "roles", multiple=True, type=click.Choice(config.ROLES),
+              envvar="ROLE", show_envvar=True,
+              help="Role(s) to run; repeat for several. Default: all three.")
+@config.options()
+def run(roles: tuple[str, ...], **params: Any) -> None:
+    """Run the daemon (API, worker and scheduler, or the roles given)."""
+    from birthdayd import runtime  # noqa: PLC0415 - keep --help fast
+
+    settings = config.settings_from(params)
+    try:
+        code = runtime.main(settings, sorted(set(roles), key=config.ROLES.index))
+    except runtime.SchemaNotReady as e:
+        raise click.ClickException(str(e)) from e
+    sys.exit(code)
+
+
+@cli.command()
+@click.option("--create-db", is_flag=True, help="Create the database first if it is missing.")
+@config.options(["database_url", "log_level", "log_format"])
+def migrate(create_db: bool, **params: Any) -> None:
+    """Apply sql/*.sql in order, once each (safe to run from several replicas)."""
+    import asyncpg  # noqa: PLC0415
+
+    from birthdayd import logs, migrations  # noqa: PLC0415
+
+    settings = config.settings_from(params)
+    logs.setup(settings.log_level, settings.log_format)
+
+    async def go() -> list[str]:
+        if create_db:
+            await migrations.create_database(settings.database_url)
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            return await migrations.migrate(conn)
+        finally:
+            await conn.close()
+
+    try:
+        applied = asyncio.run(go())
+    except (OSError, asyncpg.PostgresError) as e:
+        raise click.ClickException(f"migration failed: {e}") from e
+    click.echo(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}"
+                                                         if applied else ""))
+
+
+@cli.command("fake-email")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Listen address.")
+@click.option("--port", default=8025, show_default=True, type=click.IntRange(0, 65535),
+              help="Listen port.")
+@click.option("--error-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+              help="Share of requests answered with HTTP 500.")
+@click.option("--timeout-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+              help="Share of requests that hang without an answer (and are not accepted).")
+@click.option("--latency-ms", default=0, show_default=True, type=click.IntRange(0),
+              help="Delay before each answer.")
+@click.option("--seed", type=int, default=None, help="Random seed, for repeatable runs.")
+def fake_email(host: str, port: int, error_rate: float, timeout_rate: float, latency_ms: int,
+               seed: int | None) -> None:
+    """A local stand-in for the e-mail API (POST /send-email), for development,
+    demos and tests.  GET /stats shows what it accepted, per address."""
+    from birthdayd import fake_email as fake  # noqa: PLC0415
+
+    fake.main(host, port, error_rate, timeout_rate, latency_ms, seed)
+
+
+def main() -> None:
+    """Console-script entry: bad settings exit 2 with one clear line."""
+    try:
+        config.load_secret_files()
+        cli.main(standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.Abort:
+        sys.exit(130)
+    except click.UsageError as e:
+        click.echo(f"birthdayd: error: {e.format_message()}", err=True)
+        sys.exit(2)
+    except click.ClickException as e:
+        click.echo(f"birthdayd: error: {e.format_message()}", err=True)
+        sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":
+    main()

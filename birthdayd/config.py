@@ -1,0 +1,317 @@
+"""Settings: their names, defaults, parsing and validation.
+
+This module is the only reader of ``os.environ`` (click reads the variables
+named here on its behalf).  Every setting is a click option with an
+environment variable, listed by ``--help``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import re
+import urllib.parse
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import click
+from apscheduler.triggers.cron import CronTrigger
+
+ROLES = ("api", "worker", "scheduler")
+
+# Every variable that may also come from a file via NAME_FILE.
+ENV_VARS = (
+    "DATABASE_URL",
+    "DATABASE_POOL_SIZE",
+    "RABBITMQ_URL",
+    "QUEUE_NAME",
+    "QUEUE_CONCURRENCY",
+    "QUEUE_MAX_RETRIES",
+    "QUEUE_BACKOFF_DELAY",
+    "EMAIL_API_URL",
+    "EMAIL_API_TIMEOUT",
+    "CIRCUIT_BREAKER_ERROR_THRESHOLD",
+    "CIRCUIT_BREAKER_RESET_TIMEOUT",
+    "CRON_MINUTE_SCHEDULE",
+    "CRON_RECOVERY_SCHEDULE",
+    "CRON_DAILY_SCHEDULE",
+    "SEND_HOUR",
+    "MAX_LATENESS",
+    "PORT",
+    "HOST",
+    "API_TOKEN",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "SHUTDOWN_GRACE",
+    "BIRTHDAYD_NOW",
+)
+
+
+class SecretFileError(click.ClickException):
+    exit_code = 2
+
+
+def load_secret_files(environ: dict[str, str] | None = None) -> None:
+    """``X_FILE=/run/secrets/x`` sets ``X`` (Docker and Kubernetes secrets).
+
+    An explicit ``X`` wins over ``X_FILE``.  One trailing newline is dropped,
+    since editors and ``echo`` add one.
+    """
+    env = os.environ if environ is None else environ
+    for name in ENV_VARS:
+        path = env.get(f"{name}_FILE")
+        if not path or name in env:
+            continue
+        try:
+            with open(path, encoding="utf-8") as f:
+                value = f.read()
+        except OSError as e:
+            raise SecretFileError(f"{name}_FILE: cannot read {path}: {e.strerror}") from e
+        env[name] = value[:-1] if value.endswith("\n") else value
+
+
+# -- parameter types: each turns text into a value or fails with one line ----
+
+
+class Url(click.ParamType):
+    name = "url"
+
+    def __init__(self, *schemes: str) -> None:
+        self.schemes = schemes
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        try:
+            parts = urllib.parse.urlsplit(text)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as e:
+            self.fail(f"{text!r} is not a valid URL: {e}", param, ctx)
+        if parts.scheme not in self.schemes or not parts.hostname:
+            self.fail(
+                f"{text!r} is not a {'/'.join(self.schemes)} URL with a host", param, ctx
+            )
+        return text
+
+
+class Cron(click.ParamType):
+    """A crontab expression: five fields, or six with seconds first (an extension)."""
+
+    name = "cron"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value).strip()
+        try:
+            cron_trigger(text)
+        except ValueError as e:
+            self.fail(f"{text!r} is not a valid cron expression: {e}", param, ctx)
+        return text
+
+
+def cron_trigger(expr: str) -> CronTrigger:
+    fields = expr.split()
+    if len(fields) == 5:
+        return CronTrigger.from_crontab(expr, timezone=dt.timezone.utc)
+    if len(fields) == 6:
+        second, minute, hour, day, month, dow = fields
+        return CronTrigger(
+            second=second,
+            minute=minute,
+            hour=hour,
+            day=day,
+            month=month,
+            day_of_week=dow,
+            timezone=dt.timezone.utc,
+        )
+    raise ValueError(f"expected 5 fields (or 6 with seconds), got {len(fields)}")
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
+_UNITS = {"ms": "milliseconds", "s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """``90m``, ``36h``, ``7d`` (also ``s`` and ``ms``) to a timedelta."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 90m, 36h or 7d")
+    amount, unit = match.groups()
+    return dt.timedelta(**{_UNITS[unit]: int(amount)})
+
+
+class Duration(click.ParamType):
+    name = "duration"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> dt.timedelta:
+        if isinstance(value, dt.timedelta):
+            return value
+        try:
+            return parse_duration(str(value))
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+class Instant(click.ParamType):
+    name = "instant"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> dt.datetime:
+        if isinstance(value, dt.datetime):
+            return value
+        try:
+            when = dt.datetime.fromisoformat(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO 8601 instant", param, ctx)
+        if when.tzinfo is None:
+            self.fail(f"{value!r} has no UTC offset (add Z or +00:00)", param, ctx)
+        return when.astimezone(dt.timezone.utc)
+
+
+def _count(minimum: int, maximum: int | None = None) -> click.IntRange:
+    return click.IntRange(minimum, maximum)
+
+
+# -- the settings -------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    database_url: str = "postgresql://postgres@localhost:5432/birthday"
+    database_pool_size: int = 10
+    rabbitmq_url: str = "amqp://guest:guest@localhost:5672/"
+    queue_name: str = "birthday-messages"
+    queue_concurrency: int = 50
+    queue_max_retries: int = 5
+    queue_backoff_delay_ms: int = 2000
+    email_api_url: str = "https://email-service.digitalenvision.com.au/send-email"
+    email_api_timeout_ms: int = 10000
+    breaker_error_threshold_pct: int = 50
+    breaker_reset_timeout_ms: int = 30000
+    cron_minute_schedule: str = "* * * * *"
+    cron_recovery_schedule: str = "*/10 * * * *"
+    cron_daily_schedule: str = "0 0 * * *"
+    send_hour: int = 9
+    max_lateness: dt.timedelta = dt.timedelta(days=7)
+    port: int = 3000
+    host: str = "0.0.0.0"  # noqa: S104 - a daemon in a container listens on all interfaces
+    api_token: str | None = None
+    log_level: str = "info"
+    log_format: str = "json"
+    shutdown_grace_s: float = 30.0
+    fake_now: dt.datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Option:
+    name: str  # Settings field
+    flag: str
+    envvar: str
+    type: Any
+    help: str
+
+
+_D = Settings()
+
+OPTIONS = (
+    _Option("database_url", "--database-url", "DATABASE_URL", Url("postgresql", "postgres"),
+            "PostgreSQL URL."),
+    _Option("database_pool_size", "--database-pool-size", "DATABASE_POOL_SIZE", _count(1, 1000),
+            "asyncpg pool max size."),
+    _Option("rabbitmq_url", "--rabbitmq-url", "RABBITMQ_URL", Url("amqp", "amqps"),
+            "RabbitMQ URL."),
+    _Option("queue_name", "--queue-name", "QUEUE_NAME", str,
+            "Main quorum queue; exchange, retry and dead-letter names derive from it."),
+    _Option("queue_concurrency", "--queue-concurrency", "QUEUE_CONCURRENCY", _count(1, 10000),
+            "In-flight sends per worker process (also the consumer prefetch)."),
+    _Option("queue_max_retries", "--queue-max-retries", "QUEUE_MAX_RETRIES", _count(0, 100),
+            "Attempts after the first before a message is failed."),
+    _Option("queue_backoff_delay_ms", "--queue-backoff-delay", "QUEUE_BACKOFF_DELAY",
+            _count(0, 86_400_000), "First retry delay in ms; doubles each attempt, with jitter."),
+    _Option("email_api_url", "--email-api-url", "EMAIL_API_URL", Url("http", "https"),
+            "E-mail provider endpoint."),
+    _Option("email_api_timeout_ms", "--email-api-timeout", "EMAIL_API_TIMEOUT",
+            _count(1, 600_000), "Per-request timeout, ms."),
+    _Option("breaker_error_threshold_pct", "--circuit-breaker-error-threshold",
+            "CIRCUIT_BREAKER_ERROR_THRESHOLD", _count(1, 100),
+            "% of failures in the rolling window that opens the breaker."),
+    _Option("breaker_reset_timeout_ms", "--circuit-breaker-reset-timeout",
+            "CIRCUIT_BREAKER_RESET_TIMEOUT", _count(1, 86_400_000),
+            "ms open before a half-open probe."),
+    _Option("cron_minute_schedule", "--cron-minute-schedule", "CRON_MINUTE_SCHEDULE", Cron(),
+            "The due-message tick (UTC; a 6-field expression has seconds first)."),
+    _Option("cron_recovery_schedule", "--cron-recovery-schedule", "CRON_RECOVERY_SCHEDULE",
+            Cron(), "The recovery sweep."),
+    _Option("cron_daily_schedule", "--cron-daily-schedule", "CRON_DAILY_SCHEDULE", Cron(),
+            "The daily horizon/maintenance job."),
+    _Option("send_hour", "--send-hour", "SEND_HOUR", _count(0, 23), "Local hour of delivery."),
+    _Option("max_lateness", "--max-lateness", "MAX_LATENESS", Duration(),
+            "A greeting later than this after its time is expired, not sent (90m, 36h, 7d)."),
+    _Option("port", "--port", "PORT", _count(0, 65535), "HTTP port (every role serves it)."),
+    _Option("host", "--host", "HOST", str, "HTTP listen address."),
+    _Option("api_token", "--api-token", "API_TOKEN", str,
+            "When set, /user* and /messages* need 'Authorization: Bearer <token>'."),
+    _Option("log_level", "--log-level", "LOG_LEVEL",
+            click.Choice(["debug", "info", "warning", "error", "critical"], case_sensitive=False),
+            "Log level."),
+    _Option("log_format", "--log-format", "LOG_FORMAT",
+            click.Choice(["json", "text"], case_sensitive=False), "Log format on stdout."),
+    _Option("shutdown_grace_s", "--shutdown-grace", "SHUTDOWN_GRACE",
+            click.FloatRange(0, 3600), "Seconds SIGTERM waits for in-flight sends."),
+    _Option("fake_now", "--now", "BIRTHDAYD_NOW", Instant(),
+            "Run as if the clock read this instant at start (demos, end-to-end tests)."),
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _default(option: _Option) -> Any:
+    value = getattr(_D, option.name)
+    if isinstance(value, dt.timedelta):
+        return format_duration(value)
+    return value
+
+
+def format_duration(value: dt.timedelta) -> str:
+    seconds = int(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def options(names: Iterable[str] | None = None) -> Callable[[F], F]:
+    """Decorate a click command with the options for ``names`` (all by default)."""
+    wanted = None if names is None else set(names)
+
+    def decorate(command: F) -> F:
+        for option in reversed(OPTIONS):
+            if wanted is not None and option.name not in wanted:
+                continue
+            command = click.option(
+                option.flag,
+                option.name,
+                envvar=option.envvar,
+                type=option.type,
+                default=_default(option),
+                show_default=option.name != "api_token",
+                show_envvar=True,
+                help=option.help,
+            )(command)
+        return command
+
+    return decorate
+
+
+def settings_from(params: dict[str, Any]) -> Settings:
+    known = {f.name for f in dataclasses.fields(Settings)}
+    values = {k: v for k, v in params.items() if k in known}
+    if "log_level" in values:
+        values["log_level"] = values["log_level"].lower()
+    if "log_format" in values:
+        values["log_format"] = values["log_format"].lower()
+    if values.get("api_token") == "":
+        values["api_token"] = None
+    return Settings(**values)

@@ -1,0 +1,63 @@
+"""The e-mail provider's HTTP client (one aiohttp session, per-request timeout)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import uuid
+
+import aiohttp
+import orjson
+
+from birthdayd import metrics, retry
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    outcome: retry.Outcome
+    error: str | None = None
+    timed_out: bool = False
+    """The provider may have accepted and answered too late (DESIGN §3.5)."""
+
+
+class Emailer:
+    def __init__(self, url: str, timeout_ms: int, concurrency: int) -> None:
+        self.url = url
+        self._timeout = aiohttp.ClientTimeout(total=timeout_ms / 1000)
+        self._concurrency = concurrency
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self._concurrency),
+            json_serialize=lambda o: orjson.dumps(o).decode(),
+        )
+
+    async def stop(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def send(self, email: str, message: str, key: uuid.UUID) -> Result:
+        assert self._session is not None, "Emailer.start() first"
+        started = time.perf_counter()
+        try:
+            async with self._session.post(
+                self.url,
+                data=orjson.dumps({"email": email, "message": message}),
+                headers={"Content-Type": "application/json", "Idempotency-Key": str(key)},
+                timeout=self._timeout,
+            ) as response:
+                body = await response.read()
+                status = response.status
+        except asyncio.TimeoutError:
+            return Result(retry.Outcome.RETRY, "timeout", timed_out=True)
+        except aiohttp.ClientError as e:
+            return Result(retry.Outcome.RETRY, f"connection error: {e.__class__.__name__}: {e}")
+        finally:
+            metrics.SEND_SECONDS.observe(time.perf_counter() - started)
+        outcome = retry.classify(status)
+        if outcome is retry.Outcome.SENT:
+            return Result(outcome)
+        snippet = body[:200].decode("utf-8", "replace")
+        return Result(outcome, f"HTTP {status}: {snippet}")

@@ -1,0 +1,125 @@
+"""Business operations on users and their greetings (one transaction each).
+
+Shared by the API (create, edit, delete), the worker (the next greeting once
+one ends) and the scheduler's daily self-healing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+import zoneinfo
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import asyncpg
+
+from birthdayd import BirthdaydError, occasions, schedule, store, validation
+
+SCHEDULE_FIELDS = ("birthday", "anniversary", "location")
+
+
+class EmailTaken(BirthdaydError):
+    pass
+
+
+class Invalid(BirthdaydError):
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__(fields)
+        self.fields = fields
+
+
+def _origin(user: Mapping[str, Any], occasion: str) -> dt.date | None:
+    origin: dt.date | None = user[occasions.OCCASIONS[occasion].field]
+    return origin
+
+
+async def plan(
+    db: store.Executor,
+    user: Mapping[str, Any],
+    now: dt.datetime,
+    send_hour: int,
+    which: Iterable[str] = tuple(occasions.OCCASIONS),
+) -> None:
+    """Insert the next greeting of each occasion in ``which`` that the user has.
+
+    The next greeting comes after every greeting already planned or done for
+    that occasion; the UNIQUE keys make a repeated plan a no-op.
+    """
+    latest = await store.latest_dates(db, user["id"])
+    zone = zoneinfo.ZoneInfo(user["location"])
+    for occasion in which:
+        origin = _origin(user, occasion)
+        if origin is None:
+            continue
+        nxt = schedule.next_greeting(origin, zone, send_hour, now, after=latest.get(occasion))
+        await store.insert_message(db, user["id"], occasion, nxt.date, nxt.send_at, now)
+
+
+async def create_user(
+    pool: asyncpg.Pool, fields: dict[str, Any], now: dt.datetime, send_hour: int
+) -> uuid.UUID:
+    user_id = store.new_id()
+    async with pool.acquire() as conn, conn.transaction():
+        try:
+            user = await store.insert_user(conn, user_id, fields, now)
+        except asyncpg.UniqueViolationError as e:
+            raise EmailTaken(fields["email"]) from e
+        await plan(conn, user, now, send_hour)
+    return user_id
+
+
+async def update_user(
+    pool: asyncpg.Pool, user_id: uuid.UUID, body: Any, now: dt.datetime, send_hour: int
+) -> bool:
+    """Apply a PUT body (any subset of fields); False if there is no such user.
+
+    Validation runs on the locked row, so concurrent edits of different fields
+    both survive.  When the dates or the zone change, greetings that have not
+    started are replaced; greetings in flight or done stay, and the UNIQUE key
+    keeps a greeting for the same date from going twice.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        before = await store.lock_user(conn, user_id)
+        if before is None:
+            return False
+        fields, errors = validation.validate_user(body, now, dict(before))
+        if errors:
+            raise Invalid(errors)
+        try:
+            after = await store.update_user(conn, user_id, fields, now)
+        except asyncpg.UniqueViolationError as e:
+            raise EmailTaken(fields["email"]) from e
+        assert after is not None
+        if any(before[f] != after[f] for f in SCHEDULE_FIELDS):
+            await store.drop_scheduled(conn, user_id)
+            await plan(conn, after, now, send_hour)
+    return True
+
+
+async def delete_user(pool: asyncpg.Pool, user_id: uuid.UUID, now: dt.datetime) -> bool:
+    async with pool.acquire() as conn, conn.transaction():
+        if not await store.delete_user(conn, user_id, now):
+            return False
+        await store.cancel_pending(conn, user_id, now)
+    return True
+
+
+async def heal(pool: asyncpg.Pool, now: dt.datetime, send_hour: int, page: int = 1000) -> int:
+    """Give every live user its next greeting per occasion; returns how many were missing."""
+    healed = 0
+    after: uuid.UUID | None = None
+    while True:
+        rows = await store.users_page_needs(pool, after, page)
+        if not rows:
+            return healed
+        for row in rows:
+            which = [o for o in occasions.OCCASIONS if row[f"needs_{o}"]]
+            if not which:
+                continue
+            async with pool.acquire() as conn, conn.transaction():
+                user = await store.lock_user(conn, row["id"])  # not deleted meanwhile
+                if user is not None:
+                    await plan(conn, user, now, send_hour, which)
+                    healed += len(which)
+        after = rows[-1]["id"]

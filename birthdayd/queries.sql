@@ -1,0 +1,197 @@
+-- Every statement birthdayd runs, one named block each; store.py has a method
+-- per name.  Instants are always parameters: SQL never calls now() to decide
+-- what is due (DESIGN §3.3).
+
+-- name: insert_user
+INSERT INTO users (id, first_name, last_name, email, birthday, anniversary, location,
+                   created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+RETURNING *;
+
+-- name: get_user
+SELECT * FROM users WHERE id = $1 AND deleted_at IS NULL;
+
+-- name: lock_user
+SELECT * FROM users WHERE id = $1 AND deleted_at IS NULL FOR UPDATE;
+
+-- name: update_user
+UPDATE users
+SET first_name = $2, last_name = $3, email = $4, birthday = $5, anniversary = $6,
+    location = $7, updated_at = $8
+WHERE id = $1 AND deleted_at IS NULL
+RETURNING *;
+
+-- name: delete_user
+UPDATE users SET deleted_at = $2, updated_at = $2
+WHERE id = $1 AND deleted_at IS NULL
+RETURNING id;
+
+-- name: list_users
+SELECT * FROM users
+WHERE deleted_at IS NULL AND ($1::uuid IS NULL OR id > $1)
+ORDER BY id
+LIMIT $2;
+
+-- name: pending_for_users
+-- The next greeting not yet done, per user and occasion.
+SELECT DISTINCT ON (user_id, occasion) *
+FROM messages
+WHERE user_id = ANY($1::uuid[])
+  AND status IN ('scheduled', 'queued', 'sending', 'retrying')
+ORDER BY user_id, occasion, occasion_date;
+
+-- name: latest_dates
+-- The last planned date per occasion, so a new plan never goes back in time.
+SELECT occasion, max(occasion_date) AS occasion_date
+FROM messages
+WHERE user_id = $1 AND status <> 'cancelled'
+GROUP BY occasion;
+
+-- name: drop_scheduled
+-- An edit replaces what has not started yet; what is in flight or done stays.
+DELETE FROM messages WHERE user_id = $1 AND status = 'scheduled';
+
+-- name: cancel_pending
+UPDATE messages SET status = 'cancelled', lease_until = NULL, updated_at = $2
+WHERE user_id = $1 AND status IN ('scheduled', 'queued', 'retrying');
+
+-- name: insert_message
+-- The UNIQUE keys turn a second plan for the same greeting into a no-op.
+INSERT INTO messages (id, user_id, occasion, occasion_date, send_at, status, due_at,
+                      created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, 'scheduled', $5, $6, $6)
+ON CONFLICT DO NOTHING
+RETURNING id;
+
+-- name: list_messages
+SELECT * FROM messages
+WHERE ($1::text IS NULL OR status = $1)
+  AND ($2::uuid IS NULL OR user_id = $2)
+  AND ($3::uuid IS NULL OR id > $3)
+ORDER BY id
+LIMIT $4;
+
+-- name: get_message
+SELECT * FROM messages WHERE id = $1;
+
+-- name: redrive
+-- An operator's re-drive: a fresh set of attempts, and lateness counted from now.
+UPDATE messages
+SET status = 'retrying', due_at = $2, attempts = 0, lease_until = NULL,
+    redriven_at = $2, updated_at = $2
+WHERE id = $1 AND status IN ('failed', 'expired')
+RETURNING *;
+
+-- name: expire_overdue
+-- Greetings later than MAX_LATENESS are expired rather than sent.
+UPDATE messages
+SET status = 'expired', lease_until = NULL, last_error = 'later than MAX_LATENESS',
+    updated_at = $3
+WHERE id IN (
+    SELECT id FROM messages
+    WHERE status IN ('scheduled', 'retrying') AND due_at <= $1
+      AND coalesce(redriven_at, send_at) < $2
+    ORDER BY due_at
+    LIMIT $4
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING user_id, occasion, occasion_date;
+
+-- name: claim_due
+-- $1 horizon (due before it), $2 batch size, $3 lease end, $4 now.
+UPDATE messages
+SET status = 'queued', lease_until = $3, updated_at = $4
+WHERE id IN (
+    SELECT id FROM messages
+    WHERE status IN ('scheduled', 'retrying') AND due_at <= $1
+    ORDER BY due_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id;
+
+-- name: unclaim
+-- A publish failed: hand the rows straight back, due now.
+UPDATE messages
+SET status = 'retrying', due_at = $2, lease_until = NULL, updated_at = $2
+WHERE id = ANY($1::uuid[]) AND status = 'queued';
+
+-- name: claim_one
+-- A retry whose backoff is shorter than the tick period is re-published by
+-- the worker itself; the tick may race it, and only one wins.
+UPDATE messages
+SET status = 'queued', lease_until = $2, updated_at = $3
+WHERE id = $1 AND status = 'retrying'
+RETURNING id;
+
+-- name: start_sending
+-- The one transition that entitles a worker to call the provider.
+UPDATE messages m
+SET status = 'sending', attempts = m.attempts + 1, lease_until = $2, updated_at = $3
+FROM users u
+WHERE m.id = $1 AND m.status = 'queued' AND u.id = m.user_id
+RETURNING m.id, m.user_id, m.occasion, m.occasion_date, m.send_at, m.due_at, m.attempts,
+          m.redriven_at, u.first_name, u.last_name, u.email, u.location,
+          u.birthday, u.anniversary;
+
+-- name: release
+-- Handed back without a provider call (breaker open, or sent too early):
+-- the attempt does not count.
+UPDATE messages
+SET status = 'retrying', due_at = $3, attempts = attempts - 1, lease_until = NULL,
+    updated_at = $4
+WHERE id = $1 AND status = 'sending' AND attempts = $2;
+
+-- name: finish
+-- $1 id, $2 attempt, $3 status, $4 error, $5 now, $6 due_at (retrying only).
+UPDATE messages
+SET status = $3::text, last_error = $4::text, lease_until = NULL,
+    sent_at = CASE WHEN $3::text = 'sent' THEN $5::timestamptz END,
+    due_at = coalesce($6::timestamptz, due_at), updated_at = $5::timestamptz
+WHERE id = $1 AND status = 'sending' AND attempts = $2
+RETURNING id;
+
+-- name: finish_late_sent
+-- The provider accepted after recovery had taken the row back: still record
+-- it, so nobody sends it again.
+UPDATE messages
+SET status = 'sent', sent_at = $2, lease_until = NULL, last_error = NULL, updated_at = $2
+WHERE id = $1 AND status IN ('queued', 'sending', 'retrying')
+RETURNING id;
+
+-- name: recover_stale
+-- Rows whose lease ran out (a scheduler or worker died, or a publish was
+-- lost) go back to the scheduler, due now.
+UPDATE messages
+SET status = 'retrying', due_at = $1, lease_until = NULL, updated_at = $1,
+    last_error = coalesce(last_error, 'lease expired in ' || status)
+WHERE id IN (
+    SELECT id FROM messages
+    WHERE status IN ('queued', 'sending') AND lease_until < $1
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, status;
+
+-- name: users_page_needs
+-- A page of live users, each with the occasions that have no greeting in
+-- flight or planned (the daily job's self-healing scan).
+SELECT u.*,
+       NOT EXISTS (
+           SELECT 1 FROM messages m
+           WHERE m.user_id = u.id AND m.occasion = 'birthday'
+             AND m.status IN ('scheduled', 'queued', 'sending', 'retrying')
+       ) AS needs_birthday,
+       u.anniversary IS NOT NULL AND NOT EXISTS (
+           SELECT 1 FROM messages m
+           WHERE m.user_id = u.id AND m.occasion = 'anniversary'
+             AND m.status IN ('scheduled', 'queued', 'sending', 'retrying')
+       ) AS needs_anniversary
+FROM users u
+WHERE u.deleted_at IS NULL AND ($1::uuid IS NULL OR u.id > $1)
+ORDER BY u.id
+LIMIT $2;
+
+-- name: due_backlog
+SELECT count(*) FROM messages
+WHERE status IN ('scheduled', 'retrying') AND due_at <= $1;

@@ -1,0 +1,182 @@
+"""The scheduler role: the tick, the recovery sweep and the daily job.
+
+The scheduler never sends.  It claims due rows with ``FOR UPDATE SKIP
+LOCKED``, marks them queued under a lease and publishes their ids; any number
+of replicas may run it at once.  Each job is a plain method taking ``now`` so
+tests drive it with a manual clock; APScheduler only decides when to call it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from birthdayd import broker as broker_mod
+from birthdayd import clock as clock_mod
+from birthdayd import config, greetings, metrics, store
+
+logger = logging.getLogger(__name__)
+
+QUEUED_LEASE = dt.timedelta(minutes=10)
+# Ticks fire a little late; publish this much beyond the next tick as well.
+AHEAD_MARGIN = dt.timedelta(seconds=2)
+
+
+@dataclasses.dataclass(frozen=True)
+class SchedulerConfig:
+    cron_minute: str = "* * * * *"
+    cron_recovery: str = "*/10 * * * *"
+    cron_daily: str = "0 0 * * *"
+    send_hour: int = 9
+    max_lateness: dt.timedelta = dt.timedelta(days=7)
+    batch: int = 1000
+
+
+class Scheduler:
+    def __init__(self, pool: asyncpg.Pool, broker: broker_mod.Broker,
+                 clock: clock_mod.Clock, cfg: SchedulerConfig) -> None:
+        self.pool = pool
+        self.broker = broker
+        self.clock = clock
+        self.cfg = cfg
+        self._tick_trigger = config.cron_trigger(cfg.cron_minute)
+        self._aps: AsyncIOScheduler | None = None
+
+    # -- the jobs ---------------------------------------------------------------
+
+    async def tick(self, now: dt.datetime, ahead: dt.timedelta = dt.timedelta(0)) -> int:
+        """Expire what is too late, then claim and publish what is due by
+        ``now + ahead``; returns how many ids were published."""
+        horizon = now + ahead
+        await self.expire(now, horizon)
+        published = 0
+        while True:
+            # Committed before publishing: a worker must find the row queued.
+            ids = await store.claim_due(self.pool, horizon, self.cfg.batch, now + QUEUED_LEASE,
+                                        now)
+            if ids:
+                try:
+                    await self.broker.publish(ids)
+                except Exception:
+                    # Hand them back at once rather than after the lease; if
+                    # even that fails, recovery takes them back later.
+                    await store.unclaim(self.pool, ids, now)
+                    raise
+            published += len(ids)
+            metrics.TICK_CLAIMED.inc(len(ids))
+            if len(ids) < self.cfg.batch:
+                break
+        metrics.DUE_BACKLOG.set(await store.due_backlog(self.pool, now))
+        if published:
+            logger.info("published %d due greetings", published,
+                        extra={"event": "tick", "published": published})
+        return published
+
+    async def expire(self, now: dt.datetime, horizon: dt.datetime) -> int:
+        """Greetings later than MAX_LATENESS become expired (and get next year's)."""
+        cutoff = now - self.cfg.max_lateness
+        expired = 0
+        while True:
+            async with self.pool.acquire() as conn, conn.transaction():
+                rows = await store.expire_overdue(conn, horizon, cutoff, now, self.cfg.batch)
+                for row in rows:
+                    user = await store.get_user(conn, row["user_id"])
+                    if user is not None:
+                        await greetings.plan(conn, user, now, self.cfg.send_hour,
+                                             [row["occasion"]])
+                    metrics.MESSAGES.labels(row["occasion"], "expired").inc()
+            expired += len(rows)
+            if len(rows) < self.cfg.batch:
+                break
+        if expired:
+            logger.warning("expired %d greetings later than %s", expired, self.cfg.max_lateness,
+                           extra={"event": "expired", "count": expired})
+        return expired
+
+    async def recover(self, now: dt.datetime) -> int:
+        """Take back rows whose lease ran out in queued or sending."""
+        recovered = 0
+        while True:
+            rows = await store.recover_stale(self.pool, now, self.cfg.batch)
+            for row in rows:
+                metrics.RECOVERED.labels(row["status"]).inc()
+                if row["status"] == "sending":
+                    # The worker died mid-call: the provider may have accepted.
+                    metrics.POSSIBLE_DUPLICATES.labels("lease_expired").inc()
+            recovered += len(rows)
+            if len(rows) < self.cfg.batch:
+                break
+        if recovered:
+            logger.warning("recovered %d greetings whose lease ran out", recovered,
+                           extra={"event": "recovered", "count": recovered})
+        return recovered
+
+    async def daily(self, now: dt.datetime) -> int:
+        healed = await greetings.heal(self.pool, now, self.cfg.send_hour)
+        metrics.HEALED.inc(healed)
+        if healed:
+            logger.warning("created %d missing next greetings", healed,
+                           extra={"event": "healed", "count": healed})
+        return healed
+
+    # -- wiring -----------------------------------------------------------------
+
+    def ahead(self) -> dt.timedelta:
+        """Until the next tick, so a row due before then is published now."""
+        wall = clock_mod.SystemClock().now()
+        nxt = self._tick_trigger.get_next_fire_time(None, wall)
+        return (nxt - wall if nxt else dt.timedelta(minutes=1)) + AHEAD_MARGIN
+
+    async def _run_tick(self) -> None:
+        await self.tick(self.clock.now(), self.ahead())
+
+    async def _run_recovery(self) -> None:
+        now = self.clock.now()
+        await self.recover(now)
+        await self.tick(now, self.ahead())
+
+    async def _run_daily(self) -> None:
+        await self.daily(self.clock.now())
+
+    async def start(self) -> None:
+        aps = AsyncIOScheduler(timezone=dt.timezone.utc)
+        jobs: list[tuple[str, str, Callable[[], Awaitable[None]]]] = [
+            ("tick", self.cfg.cron_minute, self._run_tick),
+            ("recovery", self.cfg.cron_recovery, self._run_recovery),
+            ("daily", self.cfg.cron_daily, self._run_daily),
+        ]
+        wall = clock_mod.SystemClock().now()
+        for name, expr, func in jobs:
+            aps.add_job(
+                _logged(name, func),
+                config.cron_trigger(expr),
+                id=name,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+            )
+        # Catch up at once after a downtime rather than at the next cron fire.
+        aps.add_job(_logged("startup", self._run_recovery), "date", run_date=wall, id="startup")
+        aps.start()
+        self._aps = aps
+        logger.info("scheduler started", extra={"event": "scheduler_started"})
+
+    async def stop(self) -> None:
+        if self._aps is not None:
+            self._aps.shutdown(wait=False)
+
+
+def _logged(name: str, func: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    async def job() -> None:
+        try:
+            await func()
+        except Exception:
+            # The next run retries; the rows are still in PostgreSQL.
+            logger.exception("%s job failed", name, extra={"event": "job_failed", "job": name})
+
+    return job

@@ -1,0 +1,186 @@
+"""All SQL access: one function per named query in ``queries.sql``.
+
+Functions take the connection (or pool) to run on, so callers compose them
+into one transaction.  Instants are always passed in (DESIGN §3.3).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.resources
+import os
+import re
+import time
+import uuid
+from typing import Any, Protocol
+
+import asyncpg
+
+Record = asyncpg.Record
+
+
+class Executor(Protocol):
+    """What both a pool and a connection can do."""
+
+    async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str: ...
+
+    async def fetch(
+        self, query: str, *args: Any, timeout: float | None = None
+    ) -> list[Record]: ...
+
+    async def fetchrow(
+        self, query: str, *args: Any, timeout: float | None = None
+    ) -> Record | None: ...
+
+    async def fetchval(
+        self, query: str, *args: Any, column: int = 0, timeout: float | None = None
+    ) -> Any: ...
+
+
+def _load_queries() -> dict[str, str]:
+    text = importlib.resources.files("birthdayd").joinpath("queries.sql").read_text("utf-8")
+    blocks = re.split(r"^-- name: (\w+)\s*$", text, flags=re.MULTILINE)
+    return {name: body.strip() for name, body in zip(blocks[1::2], blocks[2::2], strict=True)}
+
+
+Q = _load_queries()
+
+
+def new_id() -> uuid.UUID:
+    """A UUIDv7: time-ordered, so new rows land at the end of the id index and
+    keyset pages (ordered by id) see concurrent inserts only after the cursor."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & (2**48 - 1)) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64
+    value |= 0b10 << 62 | rand & (2**62 - 1)
+    return uuid.UUID(int=value)
+
+
+# -- users --------------------------------------------------------------------
+
+
+async def insert_user(db: Executor, user_id: uuid.UUID, fields: dict[str, Any],
+                      now: dt.datetime) -> Record:
+    row = await db.fetchrow(
+        Q["insert_user"], user_id, fields["first_name"], fields["last_name"],
+        fields["email"], fields["birthday"], fields["anniversary"], fields["location"], now,
+    )
+    assert row is not None
+    return row
+
+
+async def get_user(db: Executor, user_id: uuid.UUID) -> Record | None:
+    return await db.fetchrow(Q["get_user"], user_id)
+
+
+async def lock_user(db: Executor, user_id: uuid.UUID) -> Record | None:
+    return await db.fetchrow(Q["lock_user"], user_id)
+
+
+async def update_user(db: Executor, user_id: uuid.UUID, fields: dict[str, Any],
+                      now: dt.datetime) -> Record | None:
+    return await db.fetchrow(
+        Q["update_user"], user_id, fields["first_name"], fields["last_name"],
+        fields["email"], fields["birthday"], fields["anniversary"], fields["location"], now,
+    )
+
+
+async def delete_user(db: Executor, user_id: uuid.UUID, now: dt.datetime) -> bool:
+    return await db.fetchval(Q["delete_user"], user_id, now) is not None
+
+
+async def list_users(db: Executor, after: uuid.UUID | None, limit: int) -> list[Record]:
+    return await db.fetch(Q["list_users"], after, limit)
+
+
+async def users_page_needs(db: Executor, after: uuid.UUID | None, limit: int) -> list[Record]:
+    return await db.fetch(Q["users_page_needs"], after, limit)
+
+
+# -- messages -----------------------------------------------------------------
+
+
+async def pending_for_users(db: Executor, user_ids: list[uuid.UUID]) -> list[Record]:
+    return await db.fetch(Q["pending_for_users"], user_ids)
+
+
+async def latest_dates(db: Executor, user_id: uuid.UUID) -> dict[str, dt.date]:
+    return {r["occasion"]: r["occasion_date"] for r in await db.fetch(Q["latest_dates"], user_id)}
+
+
+async def drop_scheduled(db: Executor, user_id: uuid.UUID) -> None:
+    await db.execute(Q["drop_scheduled"], user_id)
+
+
+async def cancel_pending(db: Executor, user_id: uuid.UUID, now: dt.datetime) -> None:
+    await db.execute(Q["cancel_pending"], user_id, now)
+
+
+async def insert_message(db: Executor, user_id: uuid.UUID, occasion: str, day: dt.date,
+                         send_at: dt.datetime, now: dt.datetime) -> uuid.UUID | None:
+    result: uuid.UUID | None = await db.fetchval(
+        Q["insert_message"], new_id(), user_id, occasion, day, send_at, now
+    )
+    return result
+
+
+async def list_messages(db: Executor, status: str | None, user_id: uuid.UUID | None,
+                        after: uuid.UUID | None, limit: int) -> list[Record]:
+    return await db.fetch(Q["list_messages"], status, user_id, after, limit)
+
+
+async def get_message(db: Executor, message_id: uuid.UUID) -> Record | None:
+    return await db.fetchrow(Q["get_message"], message_id)
+
+
+async def redrive(db: Executor, message_id: uuid.UUID, now: dt.datetime) -> Record | None:
+    return await db.fetchrow(Q["redrive"], message_id, now)
+
+
+async def expire_overdue(db: Executor, horizon: dt.datetime, cutoff: dt.datetime,
+                         now: dt.datetime, limit: int) -> list[Record]:
+    return await db.fetch(Q["expire_overdue"], horizon, cutoff, now, limit)
+
+
+async def claim_due(db: Executor, horizon: dt.datetime, limit: int,
+                    lease_until: dt.datetime, now: dt.datetime) -> list[uuid.UUID]:
+    rows = await db.fetch(Q["claim_due"], horizon, limit, lease_until, now)
+    return [r["id"] for r in rows]
+
+
+async def unclaim(db: Executor, ids: list[uuid.UUID], now: dt.datetime) -> None:
+    await db.execute(Q["unclaim"], ids, now)
+
+
+async def claim_one(db: Executor, message_id: uuid.UUID, lease_until: dt.datetime,
+                    now: dt.datetime) -> bool:
+    return await db.fetchval(Q["claim_one"], message_id, lease_until, now) is not None
+
+
+async def start_sending(db: Executor, message_id: uuid.UUID, lease_until: dt.datetime,
+                        now: dt.datetime) -> Record | None:
+    return await db.fetchrow(Q["start_sending"], message_id, lease_until, now)
+
+
+async def release(db: Executor, message_id: uuid.UUID, attempt: int, due_at: dt.datetime,
+                  now: dt.datetime) -> bool:
+    return await db.execute(Q["release"], message_id, attempt, due_at, now) == "UPDATE 1"
+
+
+async def finish(db: Executor, message_id: uuid.UUID, attempt: int, status: str,
+                 error: str | None, now: dt.datetime, due_at: dt.datetime | None = None) -> bool:
+    found = await db.fetchval(Q["finish"], message_id, attempt, status, error, now, due_at)
+    return found is not None
+
+
+async def finish_late_sent(db: Executor, message_id: uuid.UUID, now: dt.datetime) -> bool:
+    return await db.fetchval(Q["finish_late_sent"], message_id, now) is not None
+
+
+async def recover_stale(db: Executor, now: dt.datetime, limit: int) -> list[Record]:
+    return await db.fetch(Q["recover_stale"], now, limit)
+
+
+async def due_backlog(db: Executor, now: dt.datetime) -> int:
+    count: int = await db.fetchval(Q["due_backlog"], now)
+    return count

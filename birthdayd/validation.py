@@ -1,0 +1,134 @@
+"""Validation of user input (pure): JSON in, clean fields or field errors out."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import re
+import zoneinfo
+from typing import Any
+
+from birthdayd import schedule
+
+# API name -> column name.
+USER_FIELDS = {
+    "firstName": "first_name",
+    "lastName": "last_name",
+    "email": "email",
+    "birthday": "birthday",
+    "location": "location",
+    "anniversary": "anniversary",
+}
+REQUIRED = ("firstName", "lastName", "email", "birthday", "location")
+# Fields a client may echo back from a response; they are ignored, not errors.
+READ_ONLY = frozenset({"id", "schedule", "createdAt", "updatedAt"})
+
+NAME_MAX = 100
+EMAIL_MAX = 254
+# Deliberately simple: one @, no spaces, a dot in the domain.  The provider is
+# the judge of deliverability; this only catches typos.
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+@functools.cache
+def zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def is_zone(name: str) -> bool:
+    return name in zones()
+
+
+def _has_control(value: str) -> bool:
+    return any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value)
+
+
+def _name(value: Any) -> tuple[str | None, str | None]:
+    if not isinstance(value, str):
+        return None, "must be a string"
+    value = value.strip()
+    if not value:
+        return None, "must not be empty"
+    if len(value) > NAME_MAX:
+        return None, f"must be at most {NAME_MAX} characters"
+    if _has_control(value):
+        return None, "must not contain control characters"
+    return value, None
+
+
+def _email(value: Any) -> tuple[str | None, str | None]:
+    if not isinstance(value, str):
+        return None, "must be a string"
+    value = value.strip()
+    if len(value) > EMAIL_MAX:
+        return None, f"must be at most {EMAIL_MAX} characters"
+    if _has_control(value) or not _EMAIL.match(value):
+        return None, "must be an email address like ada@example.com"
+    return value, None
+
+
+def _date(value: Any) -> tuple[dt.date | None, str | None]:
+    if not isinstance(value, str) or not _DATE.match(value):
+        return None, "must be a date as YYYY-MM-DD"
+    try:
+        return dt.date.fromisoformat(value), None
+    except ValueError:
+        return None, "is not a calendar date"
+
+
+def _location(value: Any) -> tuple[str | None, str | None]:
+    if not isinstance(value, str):
+        return None, "must be a string"
+    if not is_zone(value):
+        return None, "must be an IANA time zone such as America/New_York"
+    return value, None
+
+
+def validate_user(
+    body: Any, now: dt.datetime, current: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Check a POST body (``current`` is None) or a PUT body (a subset of fields
+    applied to ``current``, the stored columns).
+
+    Returns the complete column values and the errors by API field name; the
+    values mean nothing when there are errors.
+    """
+    errors: dict[str, str] = {}
+    if not isinstance(body, dict):
+        return {}, {"body": "must be a JSON object"}
+    for key in body:
+        if key not in USER_FIELDS and key not in READ_ONLY:
+            errors[key] = "is not a known field"
+    values: dict[str, Any] = dict(current or {})
+    if current is None:
+        values["anniversary"] = None
+        for key in REQUIRED:
+            if key not in body:
+                errors[key] = "is required"
+    checks = {
+        "firstName": _name,
+        "lastName": _name,
+        "email": _email,
+        "birthday": _date,
+        "location": _location,
+        "anniversary": _date,
+    }
+    for key, check in checks.items():
+        if key not in body:
+            continue
+        if key == "anniversary" and body[key] is None:
+            values["anniversary"] = None
+            continue
+        value, problem = check(body[key])
+        if problem:
+            errors[key] = problem
+        else:
+            values[USER_FIELDS[key]] = value
+    if "location" not in errors and values.get("location"):
+        today = schedule.local_today(now, zoneinfo.ZoneInfo(values["location"]))
+        for key in ("birthday", "anniversary"):
+            day = values.get(USER_FIELDS[key])
+            if key not in errors and day is not None and day > today:
+                errors[key] = f"must not be in the future (today is {today} in {values['location']})"
+    return values, errors

@@ -1,0 +1,229 @@
+"""The worker role: turns a delivered id into at most one provider call.
+
+For each id: win the conditional ``queued → sending`` transition (anything else
+is a redelivery: ack and drop), wait until the greeting is due, call the
+provider, record the outcome, then ack.  Recording and acking are shielded
+from cancellation, so a drain never loses a result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import logging
+import random
+import uuid
+from typing import Any
+
+import asyncpg
+from aiormq.abc import DeliveredMessage
+
+from birthdayd import broker as broker_mod
+from birthdayd import clock as clock_mod
+from birthdayd import emailer as emailer_mod
+from birthdayd import greetings, metrics, occasions, retry, store
+
+logger = logging.getLogger(__name__)
+
+# A row in sending belongs to its worker for the provider timeout plus this.
+LEASE_MARGIN = dt.timedelta(seconds=60)
+# Retries due within this are re-published by the worker itself; later ones
+# wait for the scheduler's tick (which also covers a worker that died).
+LOCAL_RETRY_MAX = dt.timedelta(minutes=10)
+QUEUED_LEASE = dt.timedelta(minutes=10)
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerConfig:
+    concurrency: int = 50
+    max_retries: int = 5
+    backoff_delay_ms: int = 2000
+    email_timeout_ms: int = 10000
+    send_hour: int = 9
+    max_lateness: dt.timedelta = dt.timedelta(days=7)
+
+
+class Worker:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        broker: broker_mod.Broker,
+        emailer: emailer_mod.Emailer,
+        breaker: retry.Breaker,
+        clock: clock_mod.Clock,
+        config: WorkerConfig,
+    ) -> None:
+        self.pool = pool
+        self.broker = broker
+        self.emailer = emailer
+        self.breaker = breaker
+        self.clock = clock
+        self.config = config
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._loop = asyncio.get_running_loop()
+
+    async def start(self) -> None:
+        await self.broker.consume(self._on_message, self.config.concurrency)
+        logger.info("worker consuming %s", self.broker.names.queue,
+                    extra={"event": "worker_started", "concurrency": self.config.concurrency})
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop intake, let in-flight sends finish within ``grace_s``, cancel the rest."""
+        await self.broker.cancel_consumers()
+        for timer in self._timers:
+            timer.cancel()  # the tick re-publishes these retries
+        self._timers.clear()
+        if self._tasks:
+            logger.info("draining %d in-flight sends", len(self._tasks),
+                        extra={"event": "worker_draining", "in_flight": len(self._tasks)})
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def _on_message(self, message: DeliveredMessage) -> None:
+        # Run outside the channel's own tasks, which die with the channel.
+        task = asyncio.create_task(self.handle(message))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def handle(self, message: DeliveredMessage) -> None:
+        try:
+            message_id = uuid.UUID(message.body.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            logger.error("dropping a message that is not an id: %r", message.body[:100],
+                         extra={"event": "message_malformed"})
+            await broker_mod.ack(message)
+            return
+        try:
+            await self.deliver(message_id)
+        except asyncio.CancelledError:
+            raise  # not acked: redelivered, and the row says what is left to do
+        except Exception:
+            # The row stays where it was; its lease brings it back.  Not acking
+            # now would only redeliver into the same failure.
+            logger.exception("delivery of %s failed", message_id,
+                             extra={"event": "delivery_error", "message_id": str(message_id)})
+        await asyncio.shield(broker_mod.ack(message))
+
+    async def deliver(self, message_id: uuid.UUID) -> None:
+        """Everything between receiving an id and acking it."""
+        now = self.clock.now()
+        timeout = dt.timedelta(milliseconds=self.config.email_timeout_ms)
+        lease = now + timeout + LEASE_MARGIN + QUEUED_LEASE
+        row = await store.start_sending(self.pool, message_id, lease, now)
+        if row is None:
+            metrics.REDELIVERIES_DROPPED.inc()
+            return
+        attempt: int = row["attempts"]
+        try:
+            result = await self._attempt(row, attempt)
+        except asyncio.CancelledError:
+            # Drained before the provider answered: hand the row back without
+            # counting the attempt (a no-op if it was already recorded).
+            due = max(row["due_at"], now)
+            await asyncio.shield(store.release(self.pool, message_id, attempt, due, now))
+            raise
+        if result is not None:
+            await asyncio.shield(self._record(row, attempt, result))
+
+    async def _attempt(self, row: Any, attempt: int) -> emailer_mod.Result | None:
+        """Wait until due, then call the provider, unless the greeting is too
+        late or the breaker is open; None when no call was made."""
+        message_id: uuid.UUID = row["id"]
+        occasion: str = row["occasion"]
+        now = self.clock.now()
+        # Published ahead of time so the send can happen on the second.
+        wait_s = (row["due_at"] - now).total_seconds()
+        if wait_s > 0:
+            await asyncio.sleep(wait_s)
+            now = self.clock.now()
+        late_since = row["redriven_at"] or row["send_at"]
+        if now - late_since > self.config.max_lateness:
+            await asyncio.shield(self._end(row, attempt, "expired",
+                                           "later than MAX_LATENESS", now))
+            metrics.MESSAGES.labels(occasion, "expired").inc()
+            return None
+        if not self.breaker.allow(self._loop.time()):
+            due = now + dt.timedelta(seconds=self.breaker.retry_in_s(self._loop.time()))
+            await asyncio.shield(store.release(self.pool, message_id, attempt, due, now))
+            metrics.MESSAGES.labels(occasion, "deferred").inc()
+            self._retry_later(message_id, due, now)
+            return None
+        text = occasions.OCCASIONS[occasion].message(row["first_name"], row["last_name"])
+        result = await self.emailer.send(row["email"], text, message_id)
+        self.breaker.record(self._loop.time(), result.outcome is not retry.Outcome.RETRY)
+        metrics.BREAKER_OPEN.set(self.breaker.state is retry.BreakerState.OPEN)
+        return result
+
+    async def _record(self, row: Any, attempt: int, result: emailer_mod.Result) -> None:
+        now = self.clock.now()
+        occasion = row["occasion"]
+        if result.outcome is retry.Outcome.SENT:
+            await self._end(row, attempt, "sent", None, now)
+            metrics.MESSAGES.labels(occasion, "sent").inc()
+            metrics.LATENESS_SECONDS.observe(max((now - row["send_at"]).total_seconds(), 0))
+            return
+        if result.timed_out:
+            metrics.POSSIBLE_DUPLICATES.labels("timeout").inc()
+        if result.outcome is retry.Outcome.RETRY and retry.should_retry(
+            attempt, self.config.max_retries
+        ):
+            delay_ms = retry.backoff_ms(attempt, self.config.backoff_delay_ms)
+            due = now + dt.timedelta(milliseconds=delay_ms)
+            if await store.finish(self.pool, row["id"], attempt, "retrying", result.error, now,
+                                  due):
+                metrics.MESSAGES.labels(occasion, "retried").inc()
+                self._retry_later(row["id"], due, now)
+            return
+        await self._end(row, attempt, "failed", result.error, now)
+        metrics.MESSAGES.labels(occasion, "failed").inc()
+        logger.warning("greeting %s failed: %s", row["id"], result.error,
+                       extra={"event": "message_failed", "message_id": str(row["id"])})
+
+    async def _end(self, row: Any, attempt: int, status: str, error: str | None,
+                   now: dt.datetime) -> None:
+        """A greeting is over: record it and plan next year's, in one transaction."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            done = await store.finish(conn, row["id"], attempt, status, error, now)
+            if not done and status == "sent":
+                # Recovery took the row back while the provider was answering:
+                # it was accepted all the same, so nobody may send it again.
+                done = await store.finish_late_sent(conn, row["id"], now)
+            if done:
+                user = await store.get_user(conn, row["user_id"])
+                if user is not None:
+                    await greetings.plan(conn, user, now, self.config.send_hour,
+                                         [row["occasion"]])
+
+    def _retry_later(self, message_id: uuid.UUID, due: dt.datetime, now: dt.datetime) -> None:
+        delay = due - now
+        if delay > LOCAL_RETRY_MAX:
+            return
+        # Publish a little ahead, like the tick, so the retry starts on time.
+        delay_s = max(delay.total_seconds() - 1.0, 0.0) * (0.9 + 0.1 * random.random())  # noqa: S311
+
+        def fire() -> None:
+            self._timers.discard(handle)
+            task = asyncio.create_task(self._republish(message_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        handle = self._loop.call_later(delay_s, fire)
+        self._timers.add(handle)
+
+    async def _republish(self, message_id: uuid.UUID) -> None:
+        now = self.clock.now()
+        with contextlib.suppress(Exception):
+            if await store.claim_one(self.pool, message_id, now + QUEUED_LEASE, now):
+                # If this publish fails the row waits in queued until its
+                # lease runs out and recovery hands it to the tick.
+                await self.broker.publish([message_id])
