@@ -11,7 +11,7 @@ import datetime as dt
 import hmac
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -197,13 +197,13 @@ def page_params(request: web.Request, errors: dict[str, str]) -> tuple[int, uuid
 def iso(value: dt.datetime | None) -> str | None:
     if value is None:
         return None
-    return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 # -- views --------------------------------------------------------------------
 
 
-def schedule_entry(row: Mapping[str, Any]) -> dict[str, Any]:
+def schedule_entry(row: store.Row) -> dict[str, Any]:
     return {
         "occasion": row["occasion"],
         "date": row["occasion_date"].isoformat(),
@@ -212,7 +212,7 @@ def schedule_entry(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def user_view(user: Mapping[str, Any], pending: list[Mapping[str, Any]]) -> dict[str, Any]:
+def user_view(user: store.Row, pending: list[store.Row]) -> dict[str, Any]:
     anniversary = user["anniversary"]
     return {
         "id": user["id"],
@@ -228,7 +228,7 @@ def user_view(user: Mapping[str, Any], pending: list[Mapping[str, Any]]) -> dict
     }
 
 
-def message_view(row: Mapping[str, Any]) -> dict[str, Any]:
+def message_view(row: store.Row) -> dict[str, Any]:
     return {
         "id": row["id"],
         "userId": row["user_id"],
@@ -242,9 +242,9 @@ def message_view(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-async def users_view(pool: asyncpg.Pool, users: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+async def users_view(pool: asyncpg.Pool, users: Sequence[store.Row]) -> list[dict[str, Any]]:
     pending = await store.pending_for_users(pool, [u["id"] for u in users])
-    by_user: dict[uuid.UUID, list[Mapping[str, Any]]] = {}
+    by_user: dict[uuid.UUID, list[store.Row]] = {}
     for row in pending:
         by_user.setdefault(row["user_id"], []).append(row)
     return [user_view(u, by_user.get(u["id"], [])) for u in users]

@@ -13,7 +13,8 @@ import contextlib
 import logging
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
 
 import aiormq
 from aiormq.abc import DeliveredMessage
@@ -28,7 +29,7 @@ logger = logging.getLogger(__name__)
 DELIVERY_LIMIT = 20
 PUBLISH_TIMEOUT_S = 30.0
 
-Handler = Callable[[DeliveredMessage], Awaitable[None]]
+Handler = Callable[[DeliveredMessage], Coroutine[Any, Any, None]]
 
 
 class PublishFailed(BirthdaydError):
@@ -50,10 +51,10 @@ class Broker:
         self._connection: aiormq.abc.AbstractConnection | None = None
         self._publish_channel: aiormq.abc.AbstractChannel | None = None
         self._consumers: list[tuple[Handler, int]] = []
-        self._consume_channels: list[aiormq.abc.AbstractChannel] = []
+        self._subscriptions: list[tuple[aiormq.abc.AbstractChannel, str]] = []
         self._connected = asyncio.Event()
         self._watch: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._stopping = asyncio.Event()
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -63,7 +64,7 @@ class Broker:
         self._watch = asyncio.create_task(self._watch_connection(), name="broker-watch")
 
     async def stop(self) -> None:
-        self._stopping = True
+        self._stopping.set()
         if self._watch is not None:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -85,7 +86,7 @@ class Broker:
             try:
                 await self._connect()
                 return
-            except (OSError, aiormq.exceptions.AMQPError, asyncio.TimeoutError) as e:
+            except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as e:
                 logger.warning("RabbitMQ unavailable (%s); retrying in %.1fs", e, delay_s,
                                extra={"event": "broker_unavailable"})
                 await asyncio.sleep(delay_s * (0.5 + random.random()))  # noqa: S311
@@ -97,24 +98,25 @@ class Broker:
         try:
             channel = await connection.channel(publisher_confirms=True)
             await declare(channel, self.names)
-            consume_channels = []
-            for handler, prefetch in self._consumers:
-                consume_channels.append(await self._subscribe(connection, handler, prefetch))
+            subscriptions = [
+                await self._subscribe(connection, handler, prefetch)
+                for handler, prefetch in self._consumers
+            ]
         except BaseException:
             await connection.close()
             raise
         self._connection = connection
         self._publish_channel = channel
-        self._consume_channels = consume_channels
+        self._subscriptions = subscriptions
         self._connected.set()
         logger.info("connected to RabbitMQ", extra={"event": "broker_connected"})
 
     async def _watch_connection(self) -> None:
-        while not self._stopping:
+        while not self._stopping.is_set():
             assert self._connection is not None
             with contextlib.suppress(Exception):
                 await self._connection.closing
-            if self._stopping:
+            if self._stopping.is_set():
                 return
             logger.warning("RabbitMQ connection lost; reconnecting",
                            extra={"event": "broker_disconnected"})
@@ -156,24 +158,24 @@ class Broker:
         """Deliver every message of the main queue to ``handler`` (also after reconnects)."""
         self._consumers.append((handler, prefetch))
         if self._connection is not None and not self._connection.is_closed:
-            self._consume_channels.append(
+            self._subscriptions.append(
                 await self._subscribe(self._connection, handler, prefetch)
             )
 
     async def cancel_consumers(self) -> None:
         """Stop taking deliveries; unacked ones stay ours until acked or the channel closes."""
         self._consumers.clear()
-        for channel in self._consume_channels:
+        for channel, tag in self._subscriptions:
             with contextlib.suppress(Exception):
-                for tag in list(channel.consumers):
-                    await channel.basic_cancel(tag)
+                await channel.basic_cancel(tag)
 
     async def _subscribe(self, connection: aiormq.abc.AbstractConnection, handler: Handler,
-                         prefetch: int) -> aiormq.abc.AbstractChannel:
+                         prefetch: int) -> tuple[aiormq.abc.AbstractChannel, str]:
         channel = await connection.channel()
         await channel.basic_qos(prefetch_count=prefetch)
-        await channel.basic_consume(self.names.queue, handler, no_ack=False)
-        return channel
+        ok = await channel.basic_consume(self.names.queue, handler, no_ack=False)
+        assert ok.consumer_tag is not None
+        return channel, ok.consumer_tag
 
 
 async def declare(channel: aiormq.abc.AbstractChannel, names: Names) -> None:
@@ -199,7 +201,7 @@ async def declare(channel: aiormq.abc.AbstractChannel, names: Names) -> None:
 async def ack(message: DeliveredMessage) -> None:
     """Ack, tolerating a channel that died meanwhile (the broker then redelivers,
     and the row's state makes the redelivery a no-op)."""
-    tag = message.delivery.delivery_tag
+    tag = getattr(message.delivery, "delivery_tag", None)
     if tag is None:
         return
     try:

@@ -79,13 +79,16 @@ def migrate(create_db: bool, **params: Any) -> None:
 @click.option("--latency-ms", default=0, show_default=True, type=click.IntRange(0),
               help="Delay before each answer.")
 @click.option("--seed", type=int, default=None, help="Random seed, for repeatable runs.")
+@click.option("--honour-idempotency-key/--ignore-idempotency-key", default=True,
+              show_default=True,
+              help="Answer a repeated Idempotency-Key as before without delivering again.")
 def fake_email(host: str, port: int, error_rate: float, timeout_rate: float, latency_ms: int,
-               seed: int | None) -> None:
+               seed: int | None, honour_idempotency_key: bool) -> None:
     """A local stand-in for the e-mail API (POST /send-email), for development,
     demos and tests.  GET /stats shows what it accepted, per address."""
     from birthdayd import fake_email as fake  # noqa: PLC0415
 
-    fake.main(host, port, error_rate, timeout_rate, latency_ms, seed)
+    fake.main(host, port, error_rate, timeout_rate, latency_ms, seed, honour_idempotency_key)
 
 
 def main() -> None:

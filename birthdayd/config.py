@@ -44,6 +44,7 @@ ENV_VARS = (
     "LOG_LEVEL",
     "LOG_FORMAT",
     "SHUTDOWN_GRACE",
+    "LEASE_MARGIN",
     "BIRTHDAYD_NOW",
 )
 
@@ -74,7 +75,7 @@ def load_secret_files(environ: dict[str, str] | None = None) -> None:
 # -- parameter types: each turns text into a value or fails with one line ----
 
 
-class Url(click.ParamType):
+class Url(click.ParamType[str, Any]):
     name = "url"
 
     def __init__(self, *schemes: str) -> None:
@@ -94,7 +95,7 @@ class Url(click.ParamType):
         return text
 
 
-class Cron(click.ParamType):
+class Cron(click.ParamType[str, Any]):
     """A crontab expression: five fields, or six with seconds first (an extension)."""
 
     name = "cron"
@@ -111,7 +112,7 @@ class Cron(click.ParamType):
 def cron_trigger(expr: str) -> CronTrigger:
     fields = expr.split()
     if len(fields) == 5:
-        return CronTrigger.from_crontab(expr, timezone=dt.timezone.utc)
+        return CronTrigger.from_crontab(expr, timezone=dt.UTC)
     if len(fields) == 6:
         second, minute, hour, day, month, dow = fields
         return CronTrigger(
@@ -121,7 +122,7 @@ def cron_trigger(expr: str) -> CronTrigger:
             day=day,
             month=month,
             day_of_week=dow,
-            timezone=dt.timezone.utc,
+            timezone=dt.UTC,
         )
     raise ValueError(f"expected 5 fields (or 6 with seconds), got {len(fields)}")
 
@@ -139,7 +140,7 @@ def parse_duration(text: str) -> dt.timedelta:
     return dt.timedelta(**{_UNITS[unit]: int(amount)})
 
 
-class Duration(click.ParamType):
+class Duration(click.ParamType[dt.timedelta, Any]):
     name = "duration"
 
     def convert(
@@ -153,7 +154,7 @@ class Duration(click.ParamType):
             self.fail(str(e), param, ctx)
 
 
-class Instant(click.ParamType):
+class Instant(click.ParamType[dt.datetime, Any]):
     name = "instant"
 
     def convert(
@@ -167,7 +168,7 @@ class Instant(click.ParamType):
             self.fail(f"{value!r} is not an ISO 8601 instant", param, ctx)
         if when.tzinfo is None:
             self.fail(f"{value!r} has no UTC offset (add Z or +00:00)", param, ctx)
-        return when.astimezone(dt.timezone.utc)
+        return when.astimezone(dt.UTC)
 
 
 def _count(minimum: int, maximum: int | None = None) -> click.IntRange:
@@ -201,6 +202,7 @@ class Settings:
     log_level: str = "info"
     log_format: str = "json"
     shutdown_grace_s: float = 30.0
+    lease_margin: dt.timedelta = dt.timedelta(seconds=60)
     fake_now: dt.datetime | None = None
 
 
@@ -260,6 +262,9 @@ OPTIONS = (
             click.Choice(["json", "text"], case_sensitive=False), "Log format on stdout."),
     _Option("shutdown_grace_s", "--shutdown-grace", "SHUTDOWN_GRACE",
             click.FloatRange(0, 3600), "Seconds SIGTERM waits for in-flight sends."),
+    _Option("lease_margin", "--lease-margin", "LEASE_MARGIN", Duration(),
+            "How long a row may stay in sending past the provider timeout, or queued "
+            "before RabbitMQ confirms it, before recovery presumes its owner dead."),
     _Option("fake_now", "--now", "BIRTHDAYD_NOW", Instant(),
             "Run as if the clock read this instant at start (demos, end-to-end tests)."),
 )

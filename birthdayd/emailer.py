@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 import uuid
@@ -50,7 +49,7 @@ class Emailer:
             ) as response:
                 body = await response.read()
                 status = response.status
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return Result(retry.Outcome.RETRY, "timeout", timed_out=True)
         except aiohttp.ClientError as e:
             return Result(retry.Outcome.RETRY, f"connection error: {e.__class__.__name__}: {e}")

@@ -3,9 +3,12 @@
 Same request and answer as the real API (``POST /send-email`` with
 ``{"email", "message"}`` → 200 ``{"status": "sent", "sentTime": ...}``), plus
 injected faults: answers 500 at ``error_rate``, hangs without answering (and
-without accepting) at ``timeout_rate``.  ``GET /stats`` reports what it
-accepted, per address and per Idempotency-Key, so tests can check
-exactly-once delivery from the provider's side.
+without accepting) at ``timeout_rate``.  Like a provider that honours
+``Idempotency-Key``, a request whose key was already accepted is answered as
+before and not delivered again (a "replay"); ``honour_keys=False`` plays a
+provider that ignores the header.  ``GET /stats`` reports what it delivered,
+per address and per key, so tests can check exactly-once delivery from the
+provider's side.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ class FakeProvider:
     error_rate: float = 0.0
     timeout_rate: float = 0.0
     latency_ms: int = 0
+    honour_keys: bool = True
     rng: random.Random = dataclasses.field(default_factory=random.Random)
     accepted: list[dict[str, str]] = dataclasses.field(default_factory=list)
     by_email: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
@@ -38,6 +42,8 @@ class FakeProvider:
     requests: int = 0
     errors: int = 0
     hangs: int = 0
+    replays: int = 0
+    _answers: dict[str, bytes] = dataclasses.field(default_factory=dict)
 
     async def send_email(self, request: web.Request) -> web.Response:
         self.requests += 1
@@ -61,17 +67,26 @@ class FakeProvider:
             self.errors += 1
             return _json({"error": "injected failure"}, 500)
         key = request.headers.get("Idempotency-Key", "")
+        if self.honour_keys and key in self._answers:
+            # Accepted before: our answer was lost (a timeout, or the sender
+            # died before recording it).  Answer the same, deliver nothing.
+            self.replays += 1
+            return web.Response(body=self._answers[key], content_type="application/json")
         self.accepted.append({"email": body["email"], "message": body["message"], "key": key})
         self.by_email[body["email"]] += 1
         self.by_key[key] += 1
         sent = clock.SystemClock().now().isoformat().replace("+00:00", "Z")
-        return _json({"status": "sent", "sentTime": sent})
+        answer = orjson.dumps({"status": "sent", "sentTime": sent})
+        if key:
+            self._answers[key] = answer
+        return web.Response(body=answer, content_type="application/json")
 
     async def stats(self, request: web.Request) -> web.Response:
         return _json({
             "requests": self.requests,
             "errors": self.errors,
             "hangs": self.hangs,
+            "replays": self.replays,
             "accepted": len(self.accepted),
             "byEmail": dict(self.by_email),
             "duplicateKeys": {k: n for k, n in self.by_key.items() if n > 1},
@@ -90,8 +105,9 @@ def _json(data: object, status: int = 200) -> web.Response:
 
 
 def main(host: str, port: int, error_rate: float, timeout_rate: float, latency_ms: int,
-         seed: int | None) -> None:
+         seed: int | None, honour_keys: bool = True) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    provider = FakeProvider(error_rate, timeout_rate, latency_ms, random.Random(seed))
+    provider = FakeProvider(error_rate, timeout_rate, latency_ms, honour_keys,
+                            random.Random(seed))  # noqa: S311
     print(f"fake e-mail API on http://{host}:{port}/send-email (stats: /stats)", flush=True)
     web.run_app(provider.app(), host=host, port=port, print=None, access_log=None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 import zoneinfo
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import asyncpg
@@ -29,14 +29,14 @@ class Invalid(BirthdaydError):
         self.fields = fields
 
 
-def _origin(user: Mapping[str, Any], occasion: str) -> dt.date | None:
+def _origin(user: store.Row, occasion: str) -> dt.date | None:
     origin: dt.date | None = user[occasions.OCCASIONS[occasion].field]
     return origin
 
 
 async def plan(
     db: store.Executor,
-    user: Mapping[str, Any],
+    user: store.Row,
     now: dt.datetime,
     send_hour: int,
     which: Iterable[str] = tuple(occasions.OCCASIONS),

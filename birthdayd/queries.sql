@@ -110,6 +110,11 @@ WHERE id IN (
 )
 RETURNING id;
 
+-- name: extend_lease
+-- RabbitMQ confirmed the ids: the rows may wait in the queue this long.
+UPDATE messages SET lease_until = $2
+WHERE id = ANY($1::uuid[]) AND status = 'queued';
+
 -- name: unclaim
 -- A publish failed: hand the rows straight back, due now.
 UPDATE messages
@@ -125,9 +130,11 @@ WHERE id = $1 AND status = 'retrying'
 RETURNING id;
 
 -- name: start_sending
--- The one transition that entitles a worker to call the provider.
+-- The one transition that entitles a worker to call the provider.  The lease
+-- covers waiting until due (published ahead) plus $2 (timeout and margin).
 UPDATE messages m
-SET status = 'sending', attempts = m.attempts + 1, lease_until = $2, updated_at = $3
+SET status = 'sending', attempts = m.attempts + 1,
+    lease_until = greatest(m.due_at, $3) + $2::interval, updated_at = $3
 FROM users u
 WHERE m.id = $1 AND m.status = 'queued' AND u.id = m.user_id
 RETURNING m.id, m.user_id, m.occasion, m.occasion_date, m.send_at, m.due_at, m.attempts,

@@ -26,6 +26,11 @@ def classify(status: int) -> Outcome:
 
 MAX_BACKOFF_MS = 3_600_000
 
+# How long a queued row waits for a worker before recovery re-publishes it.
+# Generous: a long queue after an outage is not a dead worker, and a second
+# copy of an id only costs a dropped redelivery.
+QUEUED_LEASE_S = 600.0
+
 
 def backoff_ms(attempt: int, base_ms: int, rng: random.Random | None = None) -> int:
     """Delay before the attempt after ``attempt`` (1-based): full jitter over an
@@ -35,7 +40,7 @@ def backoff_ms(attempt: int, base_ms: int, rng: random.Random | None = None) -> 
     instead of retrying them all in lockstep.
     """
     ceiling = min(base_ms * 2 ** max(attempt - 1, 0), MAX_BACKOFF_MS)
-    return int((rng or random).uniform(0, ceiling))  # noqa: S311 - not security
+    return int((rng or random).uniform(0, ceiling))
 
 
 def should_retry(attempt: int, max_retries: int) -> bool:

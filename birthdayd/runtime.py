@@ -41,7 +41,7 @@ async def open_pool(settings: Settings, stop: asyncio.Event) -> asyncpg.Pool | N
                 min_size=min(2, settings.database_pool_size),
                 max_size=settings.database_pool_size,
             )
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as e:
+        except (TimeoutError, OSError, asyncpg.PostgresError) as e:
             if isinstance(e, asyncpg.InvalidCatalogNameError):
                 raise SchemaNotReady(
                     f"{e}; run 'birthdayd migrate --create-db' first"
@@ -129,6 +129,7 @@ async def run(settings: Settings, roles: Sequence[str]) -> int:
                     email_timeout_ms=settings.email_api_timeout_ms,
                     send_hour=settings.send_hour,
                     max_lateness=settings.max_lateness,
+                    lease_margin=settings.lease_margin,
                 ),
             )
             await work.start()
@@ -141,6 +142,7 @@ async def run(settings: Settings, roles: Sequence[str]) -> int:
                     cron_daily=settings.cron_daily_schedule,
                     send_hour=settings.send_hour,
                     max_lateness=settings.max_lateness,
+                    publish_lease=settings.lease_margin,
                 ),
             )
             await sched.start()

@@ -14,7 +14,7 @@ import zoneinfo
 
 from birthdayd import occasions
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 _ONE_SECOND = dt.timedelta(seconds=1)
 
 

@@ -18,11 +18,10 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from birthdayd import broker as broker_mod
 from birthdayd import clock as clock_mod
-from birthdayd import config, greetings, metrics, store
+from birthdayd import config, dispatch, greetings, metrics, store
 
 logger = logging.getLogger(__name__)
 
-QUEUED_LEASE = dt.timedelta(minutes=10)
 # Ticks fire a little late; publish this much beyond the next tick as well.
 AHEAD_MARGIN = dt.timedelta(seconds=2)
 
@@ -34,6 +33,8 @@ class SchedulerConfig:
     cron_daily: str = "0 0 * * *"
     send_hour: int = 9
     max_lateness: dt.timedelta = dt.timedelta(days=7)
+    publish_lease: dt.timedelta = dt.timedelta(seconds=60)
+    """How long a claimed row may wait for its publish to be confirmed."""
     batch: int = 1000
 
 
@@ -57,16 +58,10 @@ class Scheduler:
         published = 0
         while True:
             # Committed before publishing: a worker must find the row queued.
-            ids = await store.claim_due(self.pool, horizon, self.cfg.batch, now + QUEUED_LEASE,
-                                        now)
+            ids = await store.claim_due(self.pool, horizon, self.cfg.batch,
+                                        now + self.cfg.publish_lease, now)
             if ids:
-                try:
-                    await self.broker.publish(ids)
-                except Exception:
-                    # Hand them back at once rather than after the lease; if
-                    # even that fails, recovery takes them back later.
-                    await store.unclaim(self.pool, ids, now)
-                    raise
+                await dispatch.publish_claimed(self.pool, self.broker, ids, now)
             published += len(ids)
             metrics.TICK_CLAIMED.inc(len(ids))
             if len(ids) < self.cfg.batch:
@@ -144,7 +139,7 @@ class Scheduler:
         await self.daily(self.clock.now())
 
     async def start(self) -> None:
-        aps = AsyncIOScheduler(timezone=dt.timezone.utc)
+        aps = AsyncIOScheduler(timezone=dt.UTC)
         jobs: list[tuple[str, str, Callable[[], Awaitable[None]]]] = [
             ("tick", self.cfg.cron_minute, self._run_tick),
             ("recovery", self.cfg.cron_recovery, self._run_recovery),

@@ -19,21 +19,29 @@ import asyncpg
 Record = asyncpg.Record
 
 
+class Row(Protocol):
+    """A result row, read by column name (asyncpg.Record, or a dict in tests)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
 class Executor(Protocol):
     """What both a pool and a connection can do."""
 
-    async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str: ...
+    # ASYNC109: these mirror asyncpg's own signatures.
+
+    async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str: ...  # noqa: ASYNC109
 
     async def fetch(
-        self, query: str, *args: Any, timeout: float | None = None
+        self, query: str, *args: Any, timeout: float | None = None  # noqa: ASYNC109
     ) -> list[Record]: ...
 
     async def fetchrow(
-        self, query: str, *args: Any, timeout: float | None = None
+        self, query: str, *args: Any, timeout: float | None = None  # noqa: ASYNC109
     ) -> Record | None: ...
 
     async def fetchval(
-        self, query: str, *args: Any, column: int = 0, timeout: float | None = None
+        self, query: str, *args: Any, column: int = 0, timeout: float | None = None  # noqa: ASYNC109
     ) -> Any: ...
 
 
@@ -152,14 +160,18 @@ async def unclaim(db: Executor, ids: list[uuid.UUID], now: dt.datetime) -> None:
     await db.execute(Q["unclaim"], ids, now)
 
 
+async def extend_lease(db: Executor, ids: list[uuid.UUID], lease_until: dt.datetime) -> None:
+    await db.execute(Q["extend_lease"], ids, lease_until)
+
+
 async def claim_one(db: Executor, message_id: uuid.UUID, lease_until: dt.datetime,
                     now: dt.datetime) -> bool:
     return await db.fetchval(Q["claim_one"], message_id, lease_until, now) is not None
 
 
-async def start_sending(db: Executor, message_id: uuid.UUID, lease_until: dt.datetime,
+async def start_sending(db: Executor, message_id: uuid.UUID, lease: dt.timedelta,
                         now: dt.datetime) -> Record | None:
-    return await db.fetchrow(Q["start_sending"], message_id, lease_until, now)
+    return await db.fetchrow(Q["start_sending"], message_id, lease, now)
 
 
 async def release(db: Executor, message_id: uuid.UUID, attempt: int, due_at: dt.datetime,

@@ -130,5 +130,6 @@ def validate_user(
         for key in ("birthday", "anniversary"):
             day = values.get(USER_FIELDS[key])
             if key not in errors and day is not None and day > today:
-                errors[key] = f"must not be in the future (today is {today} in {values['location']})"
+                zone = values["location"]
+                errors[key] = f"must not be in the future (today is {today} in {zone})"
     return values, errors

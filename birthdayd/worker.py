@@ -22,17 +22,14 @@ from aiormq.abc import DeliveredMessage
 
 from birthdayd import broker as broker_mod
 from birthdayd import clock as clock_mod
+from birthdayd import dispatch, greetings, metrics, occasions, retry, store
 from birthdayd import emailer as emailer_mod
-from birthdayd import greetings, metrics, occasions, retry, store
 
 logger = logging.getLogger(__name__)
 
-# A row in sending belongs to its worker for the provider timeout plus this.
-LEASE_MARGIN = dt.timedelta(seconds=60)
 # Retries due within this are re-published by the worker itself; later ones
 # wait for the scheduler's tick (which also covers a worker that died).
 LOCAL_RETRY_MAX = dt.timedelta(minutes=10)
-QUEUED_LEASE = dt.timedelta(minutes=10)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +40,9 @@ class WorkerConfig:
     email_timeout_ms: int = 10000
     send_hour: int = 9
     max_lateness: dt.timedelta = dt.timedelta(days=7)
+    lease_margin: dt.timedelta = dt.timedelta(seconds=60)
+    """A row in sending belongs to its worker until it is due, plus the
+    provider timeout, plus this; then recovery presumes the worker dead."""
 
 
 class Worker:
@@ -85,6 +85,10 @@ class Worker:
             if pending:
                 await asyncio.wait(pending)
 
+    def _lease(self) -> dt.timedelta:
+        """How long past its due time a row in sending stays this worker's."""
+        return dt.timedelta(milliseconds=self.config.email_timeout_ms) + self.config.lease_margin
+
     @property
     def in_flight(self) -> int:
         return len(self._tasks)
@@ -117,9 +121,7 @@ class Worker:
     async def deliver(self, message_id: uuid.UUID) -> None:
         """Everything between receiving an id and acking it."""
         now = self.clock.now()
-        timeout = dt.timedelta(milliseconds=self.config.email_timeout_ms)
-        lease = now + timeout + LEASE_MARGIN + QUEUED_LEASE
-        row = await store.start_sending(self.pool, message_id, lease, now)
+        row = await store.start_sending(self.pool, message_id, self._lease(), now)
         if row is None:
             metrics.REDELIVERIES_DROPPED.inc()
             return
@@ -222,8 +224,8 @@ class Worker:
 
     async def _republish(self, message_id: uuid.UUID) -> None:
         now = self.clock.now()
+        # On any failure the row is retrying, or queued under a short lease:
+        # the tick or recovery takes it from there.
         with contextlib.suppress(Exception):
-            if await store.claim_one(self.pool, message_id, now + QUEUED_LEASE, now):
-                # If this publish fails the row waits in queued until its
-                # lease runs out and recovery hands it to the tick.
-                await self.broker.publish([message_id])
+            if await store.claim_one(self.pool, message_id, now + self.config.lease_margin, now):
+                await dispatch.publish_claimed(self.pool, self.broker, [message_id], now)
