@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test unit lint services fake-email bench clean
+.PHONY: install run test unit lint services fake-email clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,9 +34,6 @@ unit: install
 
 test: install services lint
 	$(BIN)/python -m pytest
-
-bench: install services
-	$(BIN)/python tests/performance/pipeline.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
