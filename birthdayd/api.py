@@ -138,7 +138,8 @@ def auth_middleware(token: str | None) -> Any:
         path = request.path
         protected = path.startswith(("/user", "/messages"))
         if expected is not None and protected:
-            given = request.headers.get("Authorization", "").encode()
+            # aiohttp decodes header bytes with surrogateescape; keep them as sent.
+            given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
             if not hmac.compare_digest(given, expected):
                 raise ApiError(401, "unauthorized", "A valid bearer token is required.",
                                headers={"WWW-Authenticate": "Bearer"})
@@ -187,7 +188,9 @@ def page_params(request: web.Request, errors: dict[str, str]) -> tuple[int, uuid
     limit = PAGE_DEFAULT
     text = request.query.get("limit")
     if text is not None:
-        if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= PAGE_MAX:
+        # Length first: int() refuses over 4,300 digits, and no valid limit is long.
+        if (not text.isascii() or not text.isdigit() or len(text) > 6
+                or not 1 <= int(text) <= PAGE_MAX):
             errors["limit"] = f"must be a whole number from 1 to {PAGE_MAX}"
         else:
             limit = int(text)

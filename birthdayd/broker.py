@@ -114,8 +114,9 @@ class Broker:
     async def _watch_connection(self) -> None:
         while not self._stopping.is_set():
             assert self._connection is not None
-            with contextlib.suppress(Exception):
-                await self._connection.closing
+            # ``closing`` may end with CancelledError (a missed heartbeat):
+            # wait for it without letting that cancel this watcher.
+            await asyncio.wait([self._connection.closing])
             if self._stopping.is_set():
                 return
             logger.warning("RabbitMQ connection lost; reconnecting",

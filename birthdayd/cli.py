@@ -11,8 +11,20 @@ import click
 from birthdayd import __version__, config
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"],
-                               "max_content_width": 100})
+def _environment_epilog() -> str:
+    lines = ["\b", "Environment (NAME_FILE=/path reads NAME from a file):"]
+    for option in config.OPTIONS:
+        default = config.default_text(option)
+        lines.append(f"  {option.envvar:<32} {default}")
+    return "\n".join(lines)
+
+
+# Wide enough that URLs and cron defaults are not broken mid-word.
+_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 120,
+            "terminal_width": 120}
+
+
+@click.group(context_settings=_CONTEXT, epilog=_environment_epilog())
 @click.version_option(__version__, prog_name="birthdayd")
 def cli() -> None:
     """birthdayd: greets each user at 09:00 in their own time zone, exactly once.
@@ -24,7 +36,7 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--role", "roles", multiple=True, type=click.Choice(config.ROLES),
-              envvar="ROLE", show_envvar=True,
+              envvar="BIRTHDAYD_ROLES", show_envvar=True,
               help="Role(s) to run; repeat for several. Default: all three.")
 @config.options()
 def run(roles: tuple[str, ...], **params: Any) -> None:
@@ -100,6 +112,9 @@ def main() -> None:
         sys.exit(e.exit_code)
     except click.Abort:
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as e:
+        click.echo(e.format_message(), err=True)  # "birthdayd" alone: the help
+        sys.exit(2)
     except click.UsageError as e:
         click.echo(f"birthdayd: error: {e.format_message()}", err=True)
         sys.exit(2)

@@ -16,8 +16,6 @@ import asyncpg
 
 from birthdayd import BirthdaydError, occasions, schedule, store, validation
 
-SCHEDULE_FIELDS = ("birthday", "anniversary", "location")
-
 
 class EmailTaken(BirthdaydError):
     pass
@@ -32,6 +30,13 @@ class Invalid(BirthdaydError):
 def _origin(user: store.Row, occasion: str) -> dt.date | None:
     origin: dt.date | None = user[occasions.OCCASIONS[occasion].field]
     return origin
+
+
+def changed_occasions(before: store.Row, after: store.Row) -> list[str]:
+    """The occasions whose greetings an edit moves: a new zone moves them all."""
+    if before["location"] != after["location"]:
+        return list(occasions.OCCASIONS)
+    return [name for name, o in occasions.OCCASIONS.items() if before[o.field] != after[o.field]]
 
 
 async def plan(
@@ -75,9 +80,10 @@ async def update_user(
     """Apply a PUT body (any subset of fields); False if there is no such user.
 
     Validation runs on the locked row, so concurrent edits of different fields
-    both survive.  When the dates or the zone change, greetings that have not
-    started are replaced; greetings in flight or done stay, and the UNIQUE key
-    keeps a greeting for the same date from going twice.
+    both survive.  When an occasion's date or the zone changes, its greetings
+    that are not due yet are replaced; one already due, in flight or done
+    stays, the next is planned after it, and the UNIQUE key keeps a greeting
+    for the same date from going twice.
     """
     async with pool.acquire() as conn, conn.transaction():
         before = await store.lock_user(conn, user_id)
@@ -91,9 +97,10 @@ async def update_user(
         except asyncpg.UniqueViolationError as e:
             raise EmailTaken(fields["email"]) from e
         assert after is not None
-        if any(before[f] != after[f] for f in SCHEDULE_FIELDS):
-            await store.drop_scheduled(conn, user_id)
-            await plan(conn, after, now, send_hour)
+        changed = changed_occasions(before, after)
+        if changed:
+            await store.drop_scheduled(conn, user_id, changed, now)
+            await plan(conn, after, now, send_hour, changed)
     return True
 
 

@@ -11,6 +11,9 @@ RETURNING *;
 -- name: get_user
 SELECT * FROM users WHERE id = $1 AND deleted_at IS NULL;
 
+-- name: user_live
+SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND deleted_at IS NULL);
+
 -- name: lock_user
 SELECT * FROM users WHERE id = $1 AND deleted_at IS NULL FOR UPDATE;
 
@@ -48,8 +51,10 @@ WHERE user_id = $1 AND status <> 'cancelled'
 GROUP BY occasion;
 
 -- name: drop_scheduled
--- An edit replaces what has not started yet; what is in flight or done stays.
-DELETE FROM messages WHERE user_id = $1 AND status = 'scheduled';
+-- An edit replaces the greetings of the changed occasions that are not due
+-- yet; one already due (owed, if not yet claimed), in flight or done stays.
+DELETE FROM messages
+WHERE user_id = $1 AND status = 'scheduled' AND occasion = ANY($2::text[]) AND send_at > $3;
 
 -- name: cancel_pending
 UPDATE messages SET status = 'cancelled', lease_until = NULL, updated_at = $2

@@ -81,6 +81,11 @@ async def get_user(db: Executor, user_id: uuid.UUID) -> Record | None:
     return await db.fetchrow(Q["get_user"], user_id)
 
 
+async def user_live(db: Executor, user_id: uuid.UUID) -> bool:
+    live: bool = await db.fetchval(Q["user_live"], user_id)
+    return live
+
+
 async def lock_user(db: Executor, user_id: uuid.UUID) -> Record | None:
     return await db.fetchrow(Q["lock_user"], user_id)
 
@@ -116,8 +121,9 @@ async def latest_dates(db: Executor, user_id: uuid.UUID) -> dict[str, dt.date]:
     return {r["occasion"]: r["occasion_date"] for r in await db.fetch(Q["latest_dates"], user_id)}
 
 
-async def drop_scheduled(db: Executor, user_id: uuid.UUID) -> None:
-    await db.execute(Q["drop_scheduled"], user_id)
+async def drop_scheduled(db: Executor, user_id: uuid.UUID, which: list[str],
+                         now: dt.datetime) -> None:
+    await db.execute(Q["drop_scheduled"], user_id, which, now)
 
 
 async def cancel_pending(db: Executor, user_id: uuid.UUID, now: dt.datetime) -> None:

@@ -144,10 +144,20 @@ class Worker:
         occasion: str = row["occasion"]
         now = self.clock.now()
         # Published ahead of time so the send can happen on the second.
-        wait_s = (row["due_at"] - now).total_seconds()
-        if wait_s > 0:
+        waited = False
+        if (wait_s := (row["due_at"] - now).total_seconds()) > 0:
             await asyncio.sleep(wait_s)
-            now = self.clock.now()
+            now, waited = self.clock.now(), True
+        # The event loop's timer and the clock may disagree: nothing goes out
+        # while the clock reads before the greeting's instant.
+        while now < row["send_at"]:
+            await asyncio.sleep(max((row["send_at"] - now).total_seconds(), 0.001))
+            now, waited = self.clock.now(), True
+        if waited and not await store.user_live(self.pool, row["user_id"]):
+            # Deleted while we waited: DELETE cancels what has not been sent.
+            await asyncio.shield(store.finish(self.pool, message_id, attempt, "cancelled",
+                                              "user deleted", now))
+            return None
         late_since = row["redriven_at"] or row["send_at"]
         if now - late_since > self.config.max_lateness:
             await asyncio.shield(self._end(row, attempt, "expired",

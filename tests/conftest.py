@@ -84,4 +84,4 @@ async def queue_name() -> AsyncIterator[str]:
 
 @pytest.fixture
 def manual_clock() -> clock.ManualClock:
-    return clock.ManualClock(dt.datetime(2027, 1, 15, 12, 0, tzinfo=dt.timezone.utc))
+    return clock.ManualClock(dt.datetime(2027, 1, 15, 12, 0, tzinfo=dt.UTC))

@@ -26,7 +26,7 @@ import pytest
 from tests.conftest import RABBITMQ_URL
 
 BIRTHDAYD = str(Path(sys.executable).with_name("birthdayd"))
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def free_port() -> int:
@@ -57,7 +57,7 @@ class Proc:
 
     def start(self) -> Proc:
         out = self.log.open("ab")
-        self.popen = subprocess.Popen(  # noqa: S603 - our own console script
+        self.popen = subprocess.Popen(
             [BIRTHDAYD, *self.args], env=self.env, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )

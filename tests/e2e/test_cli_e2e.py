@@ -24,11 +24,11 @@ async def test_migrate_create_db_then_run_serves_and_stops_on_sigterm(
     env = {**os.environ, "DATABASE_URL": db_url(name), "RABBITMQ_URL": RABBITMQ_URL,
            "QUEUE_NAME": queue_name, "LOG_FORMAT": "text"}
     try:
-        first = subprocess.run([BIRTHDAYD, "migrate", "--create-db"], env=env,  # noqa: S603
+        first = subprocess.run([BIRTHDAYD, "migrate", "--create-db"], env=env,
                                capture_output=True, text=True, timeout=60, check=False)
         assert first.returncode == 0, first.stderr
         assert "applied 1 migration(s)" in first.stdout
-        again = subprocess.run([BIRTHDAYD, "migrate", "--create-db"], env=env,  # noqa: S603
+        again = subprocess.run([BIRTHDAYD, "migrate", "--create-db"], env=env,
                                capture_output=True, text=True, timeout=60, check=False)
         assert again.returncode == 0, again.stderr
         assert "applied 0 migration(s)" in again.stdout
@@ -58,7 +58,7 @@ async def test_run_without_migrations_says_what_to_do(tmp_path: Path) -> None:
     """`run` against a database that does not exist exits non-zero with the fix."""
     env = {**os.environ, "DATABASE_URL": db_url(f"bdt_missing_{uuid.uuid4().hex[:8]}"),
            "PORT": str(free_port())}
-    result = subprocess.run([BIRTHDAYD, "run"], env=env, capture_output=True,  # noqa: S603
+    result = subprocess.run([BIRTHDAYD, "run"], env=env, capture_output=True,
                             text=True, timeout=60, check=False)
     assert result.returncode == 1
     assert "birthdayd migrate --create-db" in result.stderr

@@ -16,7 +16,9 @@ DAY = dt.date(2027, 1, 15)
 NINE_UTC = dt.datetime(2027, 1, 15, 9, 0, tzinfo=UTC)
 
 
-def person(i: int, zone: str = "UTC", birthday: dt.date = dt.date(1990, 1, 15)) -> dict[str, object]:
+def person(
+    i: int, zone: str = "UTC", birthday: dt.date = dt.date(1990, 1, 15)
+) -> dict[str, object]:
     return {"first_name": f"User{i}", "last_name": "Test", "email": f"user{i}@example.com",
             "birthday": birthday, "anniversary": None, "location": zone}
 

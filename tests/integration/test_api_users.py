@@ -23,7 +23,7 @@ async def test_create_returns_the_user_with_its_schedule(
     client: TestClient[Any, Any], manual_clock: clock.ManualClock
 ) -> None:
     """POST /user → 201, Location, and the next greeting at 09:00 New York time in UTC."""
-    manual_clock.set(dt.datetime(2027, 1, 10, tzinfo=dt.timezone.utc))
+    manual_clock.set(dt.datetime(2027, 1, 10, tzinfo=dt.UTC))
     response = await client.post("/user", json=ADA)
     assert response.status == 201
     body = await response.json()
@@ -37,7 +37,7 @@ async def test_create_returns_the_user_with_its_schedule(
 async def test_get_put_delete_round_trip(
     client: TestClient[Any, Any], pool: asyncpg.Pool, manual_clock: clock.ManualClock
 ) -> None:
-    manual_clock.set(dt.datetime(2027, 1, 10, tzinfo=dt.timezone.utc))
+    manual_clock.set(dt.datetime(2027, 1, 10, tzinfo=dt.UTC))
     created = await (await client.post("/user", json=ADA)).json()
     user_id = created["id"]
 
