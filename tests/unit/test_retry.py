@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from birthdayd import retry
 from birthdayd.retry import BreakerState, Outcome
 
-PROPERTY = settings(max_examples=400, deadline=None, derandomize=True, database=None)
+PROPERTY = settings(max_examples=200, deadline=None, derandomize=True, database=None)
 
 
 # -- classify -------------------------------------------------------------------

@@ -25,7 +25,7 @@ ONE_SECOND = dt.timedelta(seconds=1)
 ONE_MICROSECOND = dt.timedelta(microseconds=1)
 ZONE_NAMES = sorted(zoneinfo.available_timezones())
 
-PROPERTY = settings(max_examples=500, deadline=None, derandomize=True, database=None)
+PROPERTY = settings(max_examples=300, deadline=None, derandomize=True, database=None)
 
 
 def zone(name: str) -> zoneinfo.ZoneInfo:

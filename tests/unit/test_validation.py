@@ -15,7 +15,7 @@ from birthdayd import validation
 
 UTC = dt.UTC
 NOW = dt.datetime(2027, 1, 15, 12, 0, tzinfo=UTC)
-PROPERTY = settings(max_examples=400, deadline=None, derandomize=True, database=None)
+PROPERTY = settings(max_examples=200, deadline=None, derandomize=True, database=None)
 
 BODY: dict[str, Any] = {
     "firstName": "Ada",
