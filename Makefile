@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test unit lint services fake-email clean
+.PHONY: install run test unit lint services fake-email bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ unit: install
 
 test: install services lint
 	$(BIN)/python -m pytest
+
+# A benchmark, not a test: end-to-end greetings/s, median of several runs.
+bench: install services
+	$(BIN)/python tests/performance/pipeline.py --users 20000 --workers 1 --runs 3
 
 clean:
 	rm -rf $(VENV) build *.egg-info

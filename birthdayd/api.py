@@ -29,14 +29,6 @@ PAGE_MAX = 1000
 STATUSES = ("scheduled", "queued", "sending", "sent", "retrying", "failed", "expired",
             "cancelled")
 Check = Callable[[], Awaitable[bool]]
-# Errors that mean PostgreSQL is away, not that the request was bad.
-UNAVAILABLE = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +109,7 @@ async def errors_middleware(
         code = _HTTP_CODES.get(e.status, "error")
         message = "Request body is larger than 64 KiB." if e.status == 413 else e.reason
         return ApiError(e.status, code, message, headers=headers).response()
-    except UNAVAILABLE:
+    except store.TRANSIENT_ERRORS:
         logger.warning("dependency unavailable", exc_info=True,
                        extra={"event": "request_unavailable", "path": request.path})
         return ApiError(503, "unavailable", "A dependency is unavailable; try again.",
@@ -348,6 +340,9 @@ async def retry_message(request: web.Request) -> web.Response:
         existing = await store.get_message(deps.pool, message_id)
         if existing is None:
             raise ApiError(404, "not_found", f"No message with id {message_id}.")
+        if existing["status"] in ("failed", "expired"):
+            raise ApiError(409, "conflict", "The message's user was deleted.",
+                           {"userId": "was deleted"})
         raise ApiError(409, "conflict",
                        f"Only failed or expired messages can be retried; this one is "
                        f"{existing['status']}.", {"status": existing["status"]})

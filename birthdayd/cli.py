@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from birthdayd import __version__, config
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _environment_epilog() -> str:
@@ -52,7 +55,8 @@ def run(roles: tuple[str, ...], **params: Any) -> None:
 
 
 @cli.command()
-@click.option("--create-db", is_flag=True, help="Create the database first if it is missing.")
+@click.option("--create-db", is_flag=True, envvar="MIGRATE_CREATE_DB", show_envvar=True,
+              help="Create the database first if it is missing.")
 @config.options(["database_url", "log_level", "log_format"])
 def migrate(create_db: bool, **params: Any) -> None:
     """Apply sql/*.sql in order, once each (safe to run from several replicas)."""
@@ -80,20 +84,25 @@ def migrate(create_db: bool, **params: Any) -> None:
                                                          if applied else ""))
 
 
+def _fake(flag: str, env: str, **kwargs: Any) -> Callable[[F], F]:
+    return click.option(flag, envvar=f"FAKE_EMAIL_{env}", show_envvar=True, **kwargs)
+
+
 @cli.command("fake-email")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Listen address.")
-@click.option("--port", default=8025, show_default=True, type=click.IntRange(0, 65535),
-              help="Listen port.")
-@click.option("--error-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1),
-              help="Share of requests answered with HTTP 500.")
-@click.option("--timeout-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1),
-              help="Share of requests that hang without an answer (and are not accepted).")
-@click.option("--latency-ms", default=0, show_default=True, type=click.IntRange(0),
-              help="Delay before each answer.")
-@click.option("--seed", type=int, default=None, help="Random seed, for repeatable runs.")
-@click.option("--honour-idempotency-key/--ignore-idempotency-key", default=True,
-              show_default=True,
-              help="Answer a repeated Idempotency-Key as before without delivering again.")
+@_fake("--host", "HOST", default="127.0.0.1", show_default=True, help="Listen address.")
+@_fake("--port", "PORT", default=8025, show_default=True, type=click.IntRange(0, 65535),
+       help="Listen port.")
+@_fake("--error-rate", "ERROR_RATE", default=0.0, show_default=True,
+       type=click.FloatRange(0, 1), help="Share of requests answered with HTTP 500.")
+@_fake("--timeout-rate", "TIMEOUT_RATE", default=0.0, show_default=True,
+       type=click.FloatRange(0, 1),
+       help="Share of requests that hang without an answer (and are not accepted).")
+@_fake("--latency-ms", "LATENCY_MS", default=0, show_default=True, type=click.IntRange(0),
+       help="Delay before each answer.")
+@_fake("--seed", "SEED", type=int, default=None, help="Random seed, for repeatable runs.")
+@_fake("--honour-idempotency-key/--ignore-idempotency-key", "HONOUR_IDEMPOTENCY_KEY",
+       default=True, show_default=True,
+       help="Answer a repeated Idempotency-Key as before without delivering again.")
 def fake_email(host: str, port: int, error_rate: float, timeout_rate: float, latency_ms: int,
                seed: int | None, honour_idempotency_key: bool) -> None:
     """A local stand-in for the e-mail API (POST /send-email), for development,

@@ -165,6 +165,8 @@ def parse_duration(text: str) -> dt.timedelta:
 
 
 class Duration(click.ParamType[dt.timedelta, Any]):
+    """A positive duration: a zero lease or lateness would misbehave, not mean "off"."""
+
     name = "duration"
 
     def convert(
@@ -173,9 +175,12 @@ class Duration(click.ParamType[dt.timedelta, Any]):
         if isinstance(value, dt.timedelta):
             return value
         try:
-            return parse_duration(str(value))
+            duration = parse_duration(str(value))
         except ValueError as e:
             self.fail(str(e), param, ctx)
+        if duration <= dt.timedelta(0):
+            self.fail(f"{value!r} must be longer than zero", param, ctx)
+        return duration
 
 
 class Instant(click.ParamType[dt.datetime, Any]):

@@ -7,6 +7,7 @@ one ends) and the scheduler's daily self-healing.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 import zoneinfo
 from collections.abc import Iterable
@@ -15,6 +16,8 @@ from typing import Any
 import asyncpg
 
 from birthdayd import BirthdaydError, occasions, schedule, store, validation
+
+logger = logging.getLogger(__name__)
 
 
 class EmailTaken(BirthdaydError):
@@ -59,6 +62,26 @@ async def plan(
             continue
         nxt = schedule.next_greeting(origin, zone, send_hour, now, after=latest.get(occasion))
         await store.insert_message(db, user["id"], occasion, nxt.date, nxt.send_at, now)
+
+
+async def plan_next(
+    conn: store.Connection, user_id: uuid.UUID, occasion: str, now: dt.datetime, send_hour: int
+) -> None:
+    """After a greeting ended: plan the user's next one.
+
+    Inside the caller's transaction this is a savepoint, so the end and the
+    next plan commit together, yet a failure here (logged; the daily job plans
+    whatever is missing) never undoes the record of the greeting that ended.
+    The user's row is locked, so a concurrent DELETE either sees the new row
+    and cancels it, or comes first and nothing is planned."""
+    try:
+        async with conn.transaction():
+            user = await store.lock_user(conn, user_id)
+            if user is not None:
+                await plan(conn, user, now, send_hour, [occasion])
+    except Exception:
+        logger.exception("could not plan the next %s of user %s", occasion, user_id,
+                         extra={"event": "plan_failed", "user_id": str(user_id)})
 
 
 async def create_user(

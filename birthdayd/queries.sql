@@ -11,9 +11,6 @@ RETURNING *;
 -- name: get_user
 SELECT * FROM users WHERE id = $1 AND deleted_at IS NULL;
 
--- name: user_live
-SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND deleted_at IS NULL);
-
 -- name: lock_user
 SELECT * FROM users WHERE id = $1 AND deleted_at IS NULL FOR UPDATE;
 
@@ -81,11 +78,13 @@ SELECT * FROM messages WHERE id = $1;
 
 -- name: redrive
 -- An operator's re-drive: a fresh set of attempts, and lateness counted from now.
-UPDATE messages
+UPDATE messages m
 SET status = 'retrying', due_at = $2, attempts = 0, lease_until = NULL,
     redriven_at = $2, updated_at = $2
-WHERE id = $1 AND status IN ('failed', 'expired')
-RETURNING *;
+FROM users u
+WHERE m.id = $1 AND m.status IN ('failed', 'expired')
+  AND u.id = m.user_id AND u.deleted_at IS NULL
+RETURNING m.*;
 
 -- name: expire_overdue
 -- Greetings later than MAX_LATENESS are expired rather than sent.
@@ -141,10 +140,18 @@ UPDATE messages m
 SET status = 'sending', attempts = m.attempts + 1,
     lease_until = greatest(m.due_at, $3) + $2::interval, updated_at = $3
 FROM users u
-WHERE m.id = $1 AND m.status = 'queued' AND u.id = m.user_id
+WHERE m.id = $1 AND m.status = 'queued' AND u.id = m.user_id AND u.deleted_at IS NULL
 RETURNING m.id, m.user_id, m.occasion, m.occasion_date, m.send_at, m.due_at, m.attempts,
           m.redriven_at, u.first_name, u.last_name, u.email, u.location,
           u.birthday, u.anniversary;
+
+-- name: cancel_if_deleted
+-- A queued greeting whose user was deleted meanwhile is cancelled, not sent.
+UPDATE messages m SET status = 'cancelled', lease_until = NULL, updated_at = $2
+FROM users u
+WHERE m.id = $1 AND m.status IN ('queued', 'sending') AND u.id = m.user_id
+  AND u.deleted_at IS NOT NULL
+RETURNING m.id;
 
 -- name: release
 -- Handed back without a provider call (breaker open, or sent too early):

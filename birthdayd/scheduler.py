@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -54,14 +55,22 @@ class Scheduler:
         """Expire what is too late, then claim and publish what is due by
         ``now + ahead``; returns how many ids were published."""
         horizon = now + ahead
-        await self.expire(now, horizon)
+        try:
+            await self.expire(now, horizon)
+        except Exception:
+            # Expiry is housekeeping; it must never hold up what is due.
+            logger.exception("expiring overdue greetings failed",
+                             extra={"event": "expire_failed"})
         published = 0
+        started_s = time.monotonic()
         while True:
+            # A long catch-up must not hand out leases that already ran out.
+            batch_now = now + dt.timedelta(seconds=time.monotonic() - started_s)
             # Committed before publishing: a worker must find the row queued.
             ids = await store.claim_due(self.pool, horizon, self.cfg.batch,
-                                        now + self.cfg.publish_lease, now)
+                                        batch_now + self.cfg.publish_lease, batch_now)
             if ids:
-                await dispatch.publish_claimed(self.pool, self.broker, ids, now)
+                await dispatch.publish_claimed(self.pool, self.broker, ids, batch_now)
             published += len(ids)
             metrics.TICK_CLAIMED.inc(len(ids))
             if len(ids) < self.cfg.batch:
@@ -77,19 +86,22 @@ class Scheduler:
         cutoff = now - self.cfg.max_lateness
         expired = 0
         while True:
-            async with self.pool.acquire() as conn, conn.transaction():
-                rows = await store.expire_overdue(conn, horizon, cutoff, now, self.cfg.batch)
+            # Committed on its own: planning next year's may fail and be retried
+            # by the daily job, but must never undo or block the expiry.
+            # (A PUT holds the user's row and may wait on these rows: locking
+            # the user in the same transaction as the expiry could deadlock.)
+            rows = await store.expire_overdue(self.pool, horizon, cutoff, now, self.cfg.batch)
+            async with self.pool.acquire() as conn:
                 for row in rows:
-                    user = await store.get_user(conn, row["user_id"])
-                    if user is not None:
-                        await greetings.plan(conn, user, now, self.cfg.send_hour,
-                                             [row["occasion"]])
                     metrics.MESSAGES.labels(row["occasion"], "expired").inc()
+                    await greetings.plan_next(conn, row["user_id"], row["occasion"], now,
+                                              self.cfg.send_hour)
             expired += len(rows)
             if len(rows) < self.cfg.batch:
                 break
         if expired:
-            logger.warning("expired %d greetings later than %s", expired, self.cfg.max_lateness,
+            logger.warning("expired %d greetings later than %s", expired,
+                           config.format_duration(self.cfg.max_lateness),
                            extra={"event": "expired", "count": expired})
         return expired
 

@@ -17,6 +17,8 @@ from typing import Any, Protocol
 import asyncpg
 
 Record = asyncpg.Record
+# A connection of one's own or one lent by the pool (both can open transactions).
+Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 
 class Row(Protocol):
@@ -43,6 +45,19 @@ class Executor(Protocol):
     async def fetchval(
         self, query: str, *args: Any, column: int = 0, timeout: float | None = None  # noqa: ASYNC109
     ) -> Any: ...
+
+
+# Errors that mean PostgreSQL is briefly away or a transaction lost a race,
+# not that the statement was wrong: worth a retry, or a 503.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+)
 
 
 def _load_queries() -> dict[str, str]:
@@ -79,11 +94,6 @@ async def insert_user(db: Executor, user_id: uuid.UUID, fields: dict[str, Any],
 
 async def get_user(db: Executor, user_id: uuid.UUID) -> Record | None:
     return await db.fetchrow(Q["get_user"], user_id)
-
-
-async def user_live(db: Executor, user_id: uuid.UUID) -> bool:
-    live: bool = await db.fetchval(Q["user_live"], user_id)
-    return live
 
 
 async def lock_user(db: Executor, user_id: uuid.UUID) -> Record | None:
@@ -178,6 +188,10 @@ async def claim_one(db: Executor, message_id: uuid.UUID, lease_until: dt.datetim
 async def start_sending(db: Executor, message_id: uuid.UUID, lease: dt.timedelta,
                         now: dt.datetime) -> Record | None:
     return await db.fetchrow(Q["start_sending"], message_id, lease, now)
+
+
+async def cancel_if_deleted(db: Executor, message_id: uuid.UUID, now: dt.datetime) -> bool:
+    return await db.fetchval(Q["cancel_if_deleted"], message_id, now) is not None
 
 
 async def release(db: Executor, message_id: uuid.UUID, attempt: int, due_at: dt.datetime,

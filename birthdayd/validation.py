@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import importlib.resources
 import re
 import zoneinfo
 from typing import Any
@@ -33,7 +34,10 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 @functools.cache
 def zones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
+    """The IANA zones of the pinned tzdata package: the same on every replica,
+    whatever the host has (a host's ``localtime`` is not an IANA zone)."""
+    names = importlib.resources.files("tzdata").joinpath("zones").read_text("utf-8")
+    return frozenset(names.split())
 
 
 def is_zone(name: str) -> bool:

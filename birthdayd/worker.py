@@ -15,7 +15,8 @@ import datetime as dt
 import logging
 import random
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import asyncpg
 from aiormq.abc import DeliveredMessage
@@ -26,6 +27,8 @@ from birthdayd import dispatch, greetings, metrics, occasions, retry, store
 from birthdayd import emailer as emailer_mod
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # Retries due within this are re-published by the worker itself; later ones
 # wait for the scheduler's tick (which also covers a worker that died).
@@ -62,7 +65,11 @@ class Worker:
         self.clock = clock
         self.config = config
         self._tasks: set[asyncio.Task[None]] = set()
+        # Tasks waiting for their greeting's instant, and tasks in a provider call.
+        self._waiting: set[asyncio.Task[Any]] = set()
+        self._calling: set[asyncio.Task[Any]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
+        self._stopping = asyncio.Event()
         self._loop = asyncio.get_running_loop()
 
     async def start(self) -> None:
@@ -71,16 +78,22 @@ class Worker:
                     extra={"event": "worker_started", "concurrency": self.config.concurrency})
 
     async def stop(self, grace_s: float) -> None:
-        """Stop intake, let in-flight sends finish within ``grace_s``, cancel the rest."""
+        """Stop intake and drain: greetings still waiting for their instant are
+        handed back at once; sends finish within ``grace_s``; a provider call
+        already under way is never cut off (its own timeout bounds it), since
+        cutting it would re-send what the provider may have accepted."""
+        self._stopping.set()
         await self.broker.cancel_consumers()
         for timer in self._timers:
             timer.cancel()  # the tick re-publishes these retries
         self._timers.clear()
+        for task in self._waiting:
+            task.cancel()
         if self._tasks:
             logger.info("draining %d in-flight sends", len(self._tasks),
                         extra={"event": "worker_draining", "in_flight": len(self._tasks)})
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
-            for task in pending:
+            for task in pending - self._calling:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
@@ -123,7 +136,8 @@ class Worker:
         now = self.clock.now()
         row = await store.start_sending(self.pool, message_id, self._lease(), now)
         if row is None:
-            metrics.REDELIVERIES_DROPPED.inc()
+            if not await store.cancel_if_deleted(self.pool, message_id, now):
+                metrics.REDELIVERIES_DROPPED.inc()
             return
         attempt: int = row["attempts"]
         try:
@@ -143,21 +157,10 @@ class Worker:
         message_id: uuid.UUID = row["id"]
         occasion: str = row["occasion"]
         now = self.clock.now()
-        # Published ahead of time so the send can happen on the second.
-        waited = False
-        if (wait_s := (row["due_at"] - now).total_seconds()) > 0:
-            await asyncio.sleep(wait_s)
-            now, waited = self.clock.now(), True
-        # The event loop's timer and the clock may disagree: nothing goes out
-        # while the clock reads before the greeting's instant.
-        while now < row["send_at"]:
-            await asyncio.sleep(max((row["send_at"] - now).total_seconds(), 0.001))
-            now, waited = self.clock.now(), True
-        if waited and not await store.user_live(self.pool, row["user_id"]):
-            # Deleted while we waited: DELETE cancels what has not been sent.
-            await asyncio.shield(store.finish(self.pool, message_id, attempt, "cancelled",
-                                              "user deleted", now))
-            return None
+        waited = await self._wait_until_due(row, now)
+        now = self.clock.now()
+        if waited and await store.cancel_if_deleted(self.pool, message_id, now):
+            return None  # deleted while we waited: DELETE cancels what is not sent
         late_since = row["redriven_at"] or row["send_at"]
         if now - late_since > self.config.max_lateness:
             await asyncio.shield(self._end(row, attempt, "expired",
@@ -170,11 +173,58 @@ class Worker:
             metrics.MESSAGES.labels(occasion, "deferred").inc()
             self._retry_later(message_id, due, now)
             return None
+        if self._stopping.is_set():
+            # Draining: start no new provider call; the tick hands it to another worker.
+            await asyncio.shield(store.release(self.pool, message_id, attempt, now, now))
+            return None
         text = occasions.OCCASIONS[occasion].message(row["first_name"], row["last_name"])
-        result = await self.emailer.send(row["email"], text, message_id)
+        task = asyncio.current_task()
+        assert task is not None
+        self._calling.add(task)
+        try:
+            result = await self.emailer.send(row["email"], text, message_id)
+        finally:
+            self._calling.discard(task)
         self.breaker.record(self._loop.time(), result.outcome is not retry.Outcome.RETRY)
         metrics.BREAKER_OPEN.set(self.breaker.state is retry.BreakerState.OPEN)
         return result
+
+    async def _wait_until_due(self, row: Any, now: dt.datetime) -> bool:
+        """Sleep until the row is due (published ahead, so the send can happen
+        on the second); True if it slept.  Cancelled by a drain."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._waiting.add(task)
+        waited = False
+        try:
+            if (wait_s := (row["due_at"] - now).total_seconds()) > 0:
+                await asyncio.sleep(wait_s)
+                now, waited = self.clock.now(), True
+            # The event loop's timer and the clock may disagree: nothing goes
+            # out while the clock reads before the greeting's instant.
+            while now < row["send_at"]:
+                await asyncio.sleep(max((row["send_at"] - now).total_seconds(), 0.001))
+                now, waited = self.clock.now(), True
+        finally:
+            self._waiting.discard(task)
+        return waited
+
+    async def _persist(self, write: Callable[[], Awaitable[T]]) -> T:
+        """Run a write that records a provider's answer, retrying while
+        PostgreSQL is briefly away (a failover, a dropped connection): losing
+        the record of a 2xx would mean sending the greeting again."""
+        deadline = self._loop.time() + self.config.lease_margin.total_seconds()
+        delay_s = 0.05
+        while True:
+            try:
+                return await write()
+            except store.TRANSIENT_ERRORS as e:
+                if self._loop.time() + delay_s > deadline:
+                    raise
+                logger.warning("recording an outcome failed (%s); retrying", e,
+                               extra={"event": "record_retry"})
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 2.0)
 
     async def _record(self, row: Any, attempt: int, result: emailer_mod.Result) -> None:
         now = self.clock.now()
@@ -191,8 +241,9 @@ class Worker:
         ):
             delay_ms = retry.backoff_ms(attempt, self.config.backoff_delay_ms)
             due = now + dt.timedelta(milliseconds=delay_ms)
-            if await store.finish(self.pool, row["id"], attempt, "retrying", result.error, now,
-                                  due):
+            if await self._persist(lambda: store.finish(
+                self.pool, row["id"], attempt, "retrying", result.error, now, due
+            )):
                 metrics.MESSAGES.labels(occasion, "retried").inc()
                 self._retry_later(row["id"], due, now)
             return
@@ -203,18 +254,23 @@ class Worker:
 
     async def _end(self, row: Any, attempt: int, status: str, error: str | None,
                    now: dt.datetime) -> None:
-        """A greeting is over: record it and plan next year's, in one transaction."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            done = await store.finish(conn, row["id"], attempt, status, error, now)
-            if not done and status == "sent":
-                # Recovery took the row back while the provider was answering:
-                # it was accepted all the same, so nobody may send it again.
-                done = await store.finish_late_sent(conn, row["id"], now)
-            if done:
-                user = await store.get_user(conn, row["user_id"])
-                if user is not None:
-                    await greetings.plan(conn, user, now, self.config.send_hour,
-                                         [row["occasion"]])
+        """A greeting is over: record it and plan next year's, in one transaction
+        (planning is a savepoint: its failure never undoes the record)."""
+
+        async def record() -> bool:
+            async with self.pool.acquire() as conn, conn.transaction():
+                done = await store.finish(conn, row["id"], attempt, status, error, now)
+                if not done and status == "sent":
+                    # Recovery took the row back while the provider was
+                    # answering: it was accepted all the same, so nobody may
+                    # send it again.
+                    done = await store.finish_late_sent(conn, row["id"], now)
+                if done:
+                    await greetings.plan_next(conn, row["user_id"], row["occasion"], now,
+                                              self.config.send_hour)
+                return done
+
+        await self._persist(record)
 
     def _retry_later(self, message_id: uuid.UUID, due: dt.datetime, now: dt.datetime) -> None:
         delay = due - now

@@ -870,3 +870,109 @@ async def test_two_schedulers_ticking_concurrently_publish_each_due_id_exactly_o
     statuses = await pool.fetch("SELECT status, count(*) FROM messages WHERE send_at = $1 "
                                 "GROUP BY status", send_at)
     assert [(r["status"], r["count"]) for r in statuses] == [("queued", 300)]
+
+
+# -- faults found in review ----------------------------------------------------------
+
+
+async def test_a_user_deleted_while_its_greeting_ends_gets_no_next_greeting(
+    make_pipeline: MakePipeline, manual_clock: clock_mod.ManualClock
+) -> None:
+    """Planning next year's greeting locks the user: a DELETE that lands meanwhile
+    either cancels the new row or leaves none; a deleted user never keeps one."""
+    p = await make_pipeline()
+    message_id = await _ada_due(p, manual_clock)
+    user_id = (await p.row(message_id))["user_id"]
+    manual_clock.set(ADA_SEND_AT)
+    async with p.pool.acquire() as conn, conn.transaction():
+        # Hold the user's row as a DELETE would, while the greeting ends.
+        await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user_id)
+        assert await p.scheduler.tick(ADA_SEND_AT) == 1
+
+        async def worker_waits_for_the_user() -> bool:
+            return bool(await p.pool.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'"))
+
+        await eventually(worker_waits_for_the_user)
+        await conn.execute("UPDATE users SET deleted_at = $2 WHERE id = $1", user_id,
+                           ADA_SEND_AT)
+        await conn.execute(
+            "UPDATE messages SET status = 'cancelled' WHERE user_id = $1 "
+            "AND status IN ('scheduled', 'queued', 'retrying')", user_id)
+    await p.wait_status(message_id, "sent")
+    await p.settle()
+    pending = [r for r in await p.rows(user_id)
+               if r["status"] in ("scheduled", "queued", "retrying")]
+    assert pending == []
+
+
+async def test_a_failure_planning_next_year_does_not_undo_the_sent_record(
+    make_pipeline: MakePipeline, manual_clock: clock_mod.ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The provider said 2xx: the row is `sent` even if planning the next greeting
+    fails (the daily job plans it later), so it is never sent again."""
+    p = await make_pipeline()
+    message_id = await _ada_due(p, manual_clock)
+
+    async def broken_plan(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("planning is broken")
+
+    monkeypatch.setattr(greetings, "plan", broken_plan)
+    manual_clock.set(ADA_SEND_AT)
+    assert await p.scheduler.tick(ADA_SEND_AT) == 1
+    await p.wait_status(message_id, "sent")
+    await p.settle()
+    assert len(p.recorder.calls) == 1
+    monkeypatch.undo()
+    assert await p.scheduler.daily(ADA_SEND_AT) == 1
+    await _assert_next_year_planned(p, message_id)
+
+
+async def test_a_failing_expiry_does_not_hold_up_what_is_due(
+    make_pipeline: MakePipeline, manual_clock: clock_mod.ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    p = await make_pipeline()
+    message_id = await _ada_due(p, manual_clock)
+
+    async def broken_expire(*args: Any, **kwargs: Any) -> int:
+        raise RuntimeError("expiry is broken")
+
+    monkeypatch.setattr(p.scheduler, "expire", broken_expire)
+    manual_clock.set(ADA_SEND_AT)
+    assert await p.scheduler.tick(ADA_SEND_AT) == 1
+    await p.wait_status(message_id, "sent")
+
+
+async def test_a_redrive_of_a_deleted_users_message_is_refused(
+    make_pipeline: MakePipeline, manual_clock: clock_mod.ManualClock
+) -> None:
+    p = await make_pipeline(worker=False)
+    message_id = await _ada_due(p, manual_clock)
+    user_id = (await p.row(message_id))["user_id"]
+    await p.pool.execute("UPDATE messages SET status = 'failed' WHERE id = $1", message_id)
+    assert await greetings.delete_user(p.pool, user_id, ADA_SEND_AT)
+    assert await store.redrive(p.pool, message_id, ADA_SEND_AT) is None
+    assert await p.status(message_id) == "failed"
+
+
+async def test_draining_hands_back_greetings_still_waiting_without_counting_an_attempt(
+    make_pipeline: MakePipeline, manual_clock: clock_mod.ManualClock
+) -> None:
+    """SIGTERM's drain: a greeting published ahead and waiting for 09:00 is handed
+    back at once (retrying, attempts unchanged), not sent and not stuck in sending."""
+    p = await make_pipeline()
+    message_id = await _ada_due(p, manual_clock)
+    early = ADA_SEND_AT - dt.timedelta(seconds=30)
+    manual_clock.set(early)
+    assert await p.scheduler.tick(early, ahead=dt.timedelta(seconds=62)) == 1
+    await p.wait_status(message_id, "sending")
+    assert p.worker is not None
+    stopping = asyncio.get_running_loop().time()
+    await p.worker.stop(grace_s=20)
+    assert asyncio.get_running_loop().time() - stopping < 5
+    row = await p.row(message_id)
+    assert (row["status"], row["attempts"]) == ("retrying", 0)
+    assert p.recorder.calls == []

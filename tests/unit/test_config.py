@@ -85,6 +85,8 @@ BAD_VALUES = [
                  id="CRON_DAILY_SCHEDULE-day-32"),
     pytest.param({"MAX_LATENESS": "7 weeks"}, [], "MAX_LATENESS", id="MAX_LATENESS=7-weeks"),
     pytest.param({"MAX_LATENESS": "1.5h"}, [], "MAX_LATENESS", id="MAX_LATENESS=1.5h"),
+    pytest.param({"MAX_LATENESS": "0s"}, [], "MAX_LATENESS", id="MAX_LATENESS=0s"),
+    pytest.param({"LEASE_MARGIN": "0ms"}, [], "LEASE_MARGIN", id="LEASE_MARGIN=0ms"),
     pytest.param({"SEND_HOUR": "24"}, [], "SEND_HOUR", id="SEND_HOUR=24"),
     pytest.param({"SEND_HOUR": "-1"}, [], "SEND_HOUR", id="SEND_HOUR=-1"),
     pytest.param({"LOG_LEVEL": "loud"}, [], "LOG_LEVEL", id="LOG_LEVEL=loud"),
@@ -475,3 +477,18 @@ def test_cron_trigger_refuses_bad_expressions(expr: str) -> None:
 def test_the_cron_param_type_fails_with_a_click_error() -> None:
     with pytest.raises(click.BadParameter, match="not a valid cron expression"):
         config.Cron().convert("61 * * * *", None, None)
+
+
+def test_every_fake_email_option_has_an_environment_variable() -> None:
+    """DESIGN §1.1: every option has an environment variable."""
+    result = CliRunner().invoke(cli.cli, ["fake-email", "--help"], env=runner_env())
+    assert result.exit_code == 0, result.output
+    flat = squeeze(result.output)
+    for name in ("HOST", "PORT", "ERROR_RATE", "TIMEOUT_RATE", "LATENCY_MS", "SEED",
+                 "HONOUR_IDEMPOTENCY_KEY"):
+        assert f"envvar:FAKE_EMAIL_{name}" in flat
+
+
+def test_migrate_create_db_has_an_environment_variable() -> None:
+    result = CliRunner().invoke(cli.cli, ["migrate", "--help"], env=runner_env())
+    assert "MIGRATE_CREATE_DB" in result.output

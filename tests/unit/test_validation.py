@@ -236,10 +236,15 @@ def test_anything_but_an_iana_zone_name_is_refused(location: str) -> None:
     assert set(errors) == {"location"}
 
 
-def test_every_available_zone_is_accepted() -> None:
-    for name in sorted(zoneinfo.available_timezones()):
+def test_every_iana_zone_is_accepted() -> None:
+    """Every zone of the tz database (the tzdata package: ~600 names) is accepted
+    and loadable; the host's extra files (``localtime``) are not zones."""
+    assert len(validation.zones()) > 590
+    assert validation.zones() <= zoneinfo.available_timezones()
+    for name in sorted(validation.zones()):
         _, errors = check({**BODY, "location": name, "birthday": "1990-01-01"})
         assert errors == {}, name
+        zoneinfo.ZoneInfo(name)
 
 
 # -- PUT: a subset applied to the stored user -------------------------------------------------
@@ -345,3 +350,16 @@ def test_any_real_past_date_is_a_valid_birthday(day: dt.date, location: str) -> 
     values, errors = check({**BODY, "birthday": day.isoformat(), "location": location})
     assert errors == {}
     assert values["birthday"] == day
+
+
+def test_zones_are_the_tzdata_packages_not_the_hosts() -> None:
+    """A host's ``localtime`` is not an IANA zone; a replica without it could not
+    load it.  Every IANA zone is accepted, nothing else."""
+    now = dt.datetime(2027, 1, 15, 12, tzinfo=dt.UTC)
+    _, errors = validation.validate_user(
+        {"firstName": "A", "lastName": "B", "email": "a@example.com",
+         "birthday": "1990-01-01", "location": "localtime"}, now)
+    assert "location" in errors
+    assert "localtime" not in validation.zones()
+    assert {"UTC", "Etc/GMT+12", "America/Argentina/Buenos_Aires",
+            "America/Port-au-Prince", "Asia/Kathmandu"} <= validation.zones()
