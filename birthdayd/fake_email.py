@@ -18,8 +18,10 @@ import collections
 import dataclasses
 import logging
 import random
+import signal
 
 import orjson
+import uvloop
 from aiohttp import web
 
 from birthdayd import clock
@@ -110,4 +112,17 @@ def main(host: str, port: int, error_rate: float, timeout_rate: float, latency_m
     provider = FakeProvider(error_rate, timeout_rate, latency_ms, honour_keys,
                             random.Random(seed))  # noqa: S311
     print(f"fake e-mail API on http://{host}:{port}/send-email (stats: /stats)", flush=True)
-    web.run_app(provider.app(), host=host, port=port, print=None, access_log=None)
+
+    async def serve() -> None:
+        runner = web.AppRunner(provider.app(), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await runner.cleanup()
+
+    # uvloop, like the daemon: a load test should measure birthdayd, not this.
+    uvloop.run(serve())

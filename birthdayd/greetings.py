@@ -49,39 +49,57 @@ async def plan(
     send_hour: int,
     which: Iterable[str] = tuple(occasions.OCCASIONS),
 ) -> None:
-    """Insert the next greeting of each occasion in ``which`` that the user has.
+    """Insert the next greeting of each occasion in ``which`` that the user has."""
+    await plan_many(db, [(user, tuple(which))], now, send_hour)
 
-    The next greeting comes after every greeting already planned or done for
-    that occasion; the UNIQUE keys make a repeated plan a no-op.
-    """
-    latest = await store.latest_dates(db, user["id"])
-    zone = zoneinfo.ZoneInfo(user["location"])
-    for occasion in which:
-        origin = _origin(user, occasion)
-        if origin is None:
-            continue
-        nxt = schedule.next_greeting(origin, zone, send_hour, now, after=latest.get(occasion))
-        await store.insert_message(db, user["id"], occasion, nxt.date, nxt.send_at, now)
+
+async def plan_many(
+    db: store.Executor,
+    wanted: list[tuple[store.Row, Iterable[str]]],
+    now: dt.datetime,
+    send_hour: int,
+) -> None:
+    """For each (user, occasions): insert the next greeting of each occasion the
+    user has.  The next greeting comes after every greeting already planned or
+    done for that occasion; the UNIQUE keys make a repeated plan a no-op."""
+    latest = await store.latest_dates(db, [user["id"] for user, _ in wanted])
+    plans = []
+    for user, which in wanted:
+        zone = zoneinfo.ZoneInfo(user["location"])
+        for occasion in which:
+            origin = _origin(user, occasion)
+            if origin is None:
+                continue
+            after = latest.get((user["id"], occasion))
+            nxt = schedule.next_greeting(origin, zone, send_hour, now, after=after)
+            plans.append((user["id"], occasion, nxt.date, nxt.send_at))
+    await store.insert_messages(db, plans, now)
 
 
 async def plan_next(
-    conn: store.Connection, user_id: uuid.UUID, occasion: str, now: dt.datetime, send_hour: int
+    conn: store.Connection,
+    ended: list[tuple[uuid.UUID, str]],
+    now: dt.datetime,
+    send_hour: int,
 ) -> None:
-    """After a greeting ended: plan the user's next one.
+    """After greetings ended, given as (user_id, occasion): plan each user's next.
 
     Inside the caller's transaction this is a savepoint, so the end and the
     next plan commit together, yet a failure here (logged; the daily job plans
-    whatever is missing) never undoes the record of the greeting that ended.
-    The user's row is locked, so a concurrent DELETE either sees the new row
+    whatever is missing) never undoes the record of the greetings that ended.
+    The users' rows are locked, so a concurrent DELETE either sees the new row
     and cancels it, or comes first and nothing is planned."""
     try:
         async with conn.transaction():
-            user = await store.lock_user(conn, user_id)
-            if user is not None:
-                await plan(conn, user, now, send_hour, [occasion])
+            users = {u["id"]: u for u in await store.lock_users(conn, [u for u, _ in ended])}
+            wanted: dict[uuid.UUID, list[str]] = {}
+            for user_id, occasion in ended:
+                if user_id in users:
+                    wanted.setdefault(user_id, []).append(occasion)
+            await plan_many(conn, [(users[u], o) for u, o in wanted.items()], now, send_hour)
     except Exception:
-        logger.exception("could not plan the next %s of user %s", occasion, user_id,
-                         extra={"event": "plan_failed", "user_id": str(user_id)})
+        logger.exception("could not plan the next greetings of %d users", len(ended),
+                         extra={"event": "plan_failed"})
 
 
 async def create_user(

@@ -41,11 +41,19 @@ WHERE user_id = ANY($1::uuid[])
 ORDER BY user_id, occasion, occasion_date;
 
 -- name: latest_dates
--- The last planned date per occasion, so a new plan never goes back in time.
-SELECT occasion, max(occasion_date) AS occasion_date
+-- The last planned date per user and occasion, so a new plan never goes back
+-- in time.
+SELECT user_id, occasion, max(occasion_date) AS occasion_date
 FROM messages
-WHERE user_id = $1 AND status <> 'cancelled'
-GROUP BY occasion;
+WHERE user_id = ANY($1::uuid[]) AND status <> 'cancelled'
+GROUP BY user_id, occasion;
+
+-- name: lock_users
+-- Live users, locked in id order (so concurrent batches cannot deadlock).
+SELECT * FROM users
+WHERE id = ANY($1::uuid[]) AND deleted_at IS NULL
+ORDER BY id
+FOR UPDATE;
 
 -- name: drop_scheduled
 -- An edit replaces the greetings of the changed occasions that are not due
@@ -57,13 +65,14 @@ WHERE user_id = $1 AND status = 'scheduled' AND occasion = ANY($2::text[]) AND s
 UPDATE messages SET status = 'cancelled', lease_until = NULL, updated_at = $2
 WHERE user_id = $1 AND status IN ('scheduled', 'queued', 'retrying');
 
--- name: insert_message
+-- name: insert_messages
 -- The UNIQUE keys turn a second plan for the same greeting into a no-op.
 INSERT INTO messages (id, user_id, occasion, occasion_date, send_at, status, due_at,
                       created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, 'scheduled', $5, $6, $6)
-ON CONFLICT DO NOTHING
-RETURNING id;
+SELECT id, user_id, occasion, occasion_date, send_at, 'scheduled', send_at, $6, $6
+FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::date[], $5::timestamptz[])
+     AS t (id, user_id, occasion, occasion_date, send_at)
+ON CONFLICT DO NOTHING;
 
 -- name: list_messages
 SELECT * FROM messages
@@ -134,13 +143,15 @@ WHERE id = $1 AND status = 'retrying'
 RETURNING id;
 
 -- name: start_sending
--- The one transition that entitles a worker to call the provider.  The lease
--- covers waiting until due (published ahead) plus $2 (timeout and margin).
+-- The one transition that entitles a worker to call the provider, for a
+-- batch of delivered ids.  The lease covers waiting until due (published
+-- ahead) plus $2 (timeout and margin).
 UPDATE messages m
 SET status = 'sending', attempts = m.attempts + 1,
     lease_until = greatest(m.due_at, $3) + $2::interval, updated_at = $3
 FROM users u
-WHERE m.id = $1 AND m.status = 'queued' AND u.id = m.user_id AND u.deleted_at IS NULL
+WHERE m.id = ANY($1::uuid[]) AND m.status = 'queued' AND u.id = m.user_id
+  AND u.deleted_at IS NULL
 RETURNING m.id, m.user_id, m.occasion, m.occasion_date, m.send_at, m.due_at, m.attempts,
           m.redriven_at, u.first_name, u.last_name, u.email, u.location,
           u.birthday, u.anniversary;
@@ -169,6 +180,14 @@ SET status = $3::text, last_error = $4::text, lease_until = NULL,
     due_at = coalesce($6::timestamptz, due_at), updated_at = $5::timestamptz
 WHERE id = $1 AND status = 'sending' AND attempts = $2
 RETURNING id;
+
+-- name: finish_sent
+-- A batch of 2xx answers: $1 ids with $2 their attempt numbers.
+UPDATE messages m
+SET status = 'sent', sent_at = $3, last_error = NULL, lease_until = NULL, updated_at = $3
+FROM unnest($1::uuid[], $2::int[]) AS t (id, attempt)
+WHERE m.id = t.id AND m.status = 'sending' AND m.attempts = t.attempt
+RETURNING m.id;
 
 -- name: finish_late_sent
 -- The provider accepted after recovery had taken the row back: still record

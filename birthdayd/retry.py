@@ -69,6 +69,9 @@ class Breaker:
     _calls: collections.deque[tuple[float, bool]] = dataclasses.field(
         default_factory=collections.deque
     )
+    _failures: int = 0
+    """Failures in ``_calls``, kept as they come and go (a busy worker records
+    thousands of calls per window)."""
     _probing: bool = False
     _probe_at: float = 0.0
 
@@ -98,22 +101,26 @@ class Breaker:
             self._probing = False
             if ok:
                 self.state = BreakerState.CLOSED
-                self._calls.clear()
+                self._forget()
             else:
                 self._open(now_s)
             return
         if self.state is BreakerState.OPEN:
             return  # an answer to a call made before it opened
         self._calls.append((now_s, ok))
+        self._failures += not ok
         while self._calls and self._calls[0][0] < now_s - self.window_s:
-            self._calls.popleft()
-        failures = sum(1 for _, good in self._calls if not good)
-        if len(self._calls) >= self.min_calls and failures * 100 >= self.threshold_pct * len(
-            self._calls
-        ):
+            _, good = self._calls.popleft()
+            self._failures -= not good
+        calls = len(self._calls)
+        if calls >= self.min_calls and self._failures * 100 >= self.threshold_pct * calls:
             self._open(now_s)
 
     def _open(self, now_s: float) -> None:
         self.state = BreakerState.OPEN
         self.opened_at = now_s
+        self._forget()
+
+    def _forget(self) -> None:
         self._calls.clear()
+        self._failures = 0

@@ -91,11 +91,12 @@ class Scheduler:
             # (A PUT holds the user's row and may wait on these rows: locking
             # the user in the same transaction as the expiry could deadlock.)
             rows = await store.expire_overdue(self.pool, horizon, cutoff, now, self.cfg.batch)
-            async with self.pool.acquire() as conn:
-                for row in rows:
-                    metrics.MESSAGES.labels(row["occasion"], "expired").inc()
-                    await greetings.plan_next(conn, row["user_id"], row["occasion"], now,
-                                              self.cfg.send_hour)
+            for row in rows:
+                metrics.MESSAGES.labels(row["occasion"], "expired").inc()
+            if rows:
+                async with self.pool.acquire() as conn:
+                    ended = [(r["user_id"], r["occasion"]) for r in rows]
+                    await greetings.plan_next(conn, ended, now, self.cfg.send_hour)
             expired += len(rows)
             if len(rows) < self.cfg.batch:
                 break

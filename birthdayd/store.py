@@ -127,8 +127,14 @@ async def pending_for_users(db: Executor, user_ids: list[uuid.UUID]) -> list[Rec
     return await db.fetch(Q["pending_for_users"], user_ids)
 
 
-async def latest_dates(db: Executor, user_id: uuid.UUID) -> dict[str, dt.date]:
-    return {r["occasion"]: r["occasion_date"] for r in await db.fetch(Q["latest_dates"], user_id)}
+async def latest_dates(db: Executor, user_ids: list[uuid.UUID]
+                       ) -> dict[tuple[uuid.UUID, str], dt.date]:
+    rows = await db.fetch(Q["latest_dates"], user_ids)
+    return {(r["user_id"], r["occasion"]): r["occasion_date"] for r in rows}
+
+
+async def lock_users(db: Executor, user_ids: list[uuid.UUID]) -> list[Record]:
+    return await db.fetch(Q["lock_users"], user_ids)
 
 
 async def drop_scheduled(db: Executor, user_id: uuid.UUID, which: list[str],
@@ -140,12 +146,14 @@ async def cancel_pending(db: Executor, user_id: uuid.UUID, now: dt.datetime) -> 
     await db.execute(Q["cancel_pending"], user_id, now)
 
 
-async def insert_message(db: Executor, user_id: uuid.UUID, occasion: str, day: dt.date,
-                         send_at: dt.datetime, now: dt.datetime) -> uuid.UUID | None:
-    result: uuid.UUID | None = await db.fetchval(
-        Q["insert_message"], new_id(), user_id, occasion, day, send_at, now
-    )
-    return result
+async def insert_messages(db: Executor, plans: list[tuple[uuid.UUID, str, dt.date, dt.datetime]],
+                          now: dt.datetime) -> None:
+    """Insert (user_id, occasion, date, send_at) rows as scheduled; existing ones win."""
+    if not plans:
+        return
+    user_ids, names, days, send_ats = (list(c) for c in zip(*plans, strict=True))
+    ids = [new_id() for _ in plans]
+    await db.execute(Q["insert_messages"], ids, user_ids, names, days, send_ats, now)
 
 
 async def list_messages(db: Executor, status: str | None, user_id: uuid.UUID | None,
@@ -185,9 +193,16 @@ async def claim_one(db: Executor, message_id: uuid.UUID, lease_until: dt.datetim
     return await db.fetchval(Q["claim_one"], message_id, lease_until, now) is not None
 
 
-async def start_sending(db: Executor, message_id: uuid.UUID, lease: dt.timedelta,
-                        now: dt.datetime) -> Record | None:
-    return await db.fetchrow(Q["start_sending"], message_id, lease, now)
+async def start_sending(db: Executor, message_ids: list[uuid.UUID], lease: dt.timedelta,
+                        now: dt.datetime) -> list[Record]:
+    return await db.fetch(Q["start_sending"], message_ids, lease, now)
+
+
+async def finish_sent(db: Executor, sent: list[tuple[uuid.UUID, int]], now: dt.datetime
+                      ) -> set[uuid.UUID]:
+    """Record a batch of (id, attempt) as sent; returns the ids that were recorded."""
+    ids, attempts = [i for i, _ in sent], [a for _, a in sent]
+    return {r["id"] for r in await db.fetch(Q["finish_sent"], ids, attempts, now)}
 
 
 async def cancel_if_deleted(db: Executor, message_id: uuid.UUID, now: dt.datetime) -> bool:

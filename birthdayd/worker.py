@@ -21,9 +21,9 @@ from typing import Any, TypeVar
 import asyncpg
 from aiormq.abc import DeliveredMessage
 
+from birthdayd import batching, dispatch, greetings, metrics, occasions, retry, store
 from birthdayd import broker as broker_mod
 from birthdayd import clock as clock_mod
-from birthdayd import dispatch, greetings, metrics, occasions, retry, store
 from birthdayd import emailer as emailer_mod
 
 logger = logging.getLogger(__name__)
@@ -71,6 +71,10 @@ class Worker:
         self._timers: set[asyncio.TimerHandle] = set()
         self._stopping = asyncio.Event()
         self._loop = asyncio.get_running_loop()
+        # Concurrent deliveries share one statement for their busiest writes.
+        self._starts: batching.Batcher[uuid.UUID, Any] = batching.Batcher(self._start_many)
+        self._sends: batching.Batcher[tuple[Any, int], bool] = batching.Batcher(
+            self._sent_many)
 
     async def start(self) -> None:
         await self.broker.consume(self._on_message, self.config.concurrency)
@@ -134,7 +138,7 @@ class Worker:
     async def deliver(self, message_id: uuid.UUID) -> None:
         """Everything between receiving an id and acking it."""
         now = self.clock.now()
-        row = await store.start_sending(self.pool, message_id, self._lease(), now)
+        row = await self._starts.submit(message_id)
         if row is None:
             if not await store.cancel_if_deleted(self.pool, message_id, now):
                 metrics.REDELIVERIES_DROPPED.inc()
@@ -189,6 +193,35 @@ class Worker:
         metrics.BREAKER_OPEN.set(self.breaker.state is retry.BreakerState.OPEN)
         return result
 
+    async def _start_many(self, ids: list[uuid.UUID]) -> list[Any]:
+        """``queued → sending`` for a batch; an id delivered twice in one batch
+        wins (at most) once."""
+        rows = await store.start_sending(self.pool, list(set(ids)), self._lease(),
+                                         self.clock.now())
+        won = {r["id"]: r for r in rows}
+        return [won.pop(i, None) for i in ids]
+
+    async def _sent_many(self, items: list[tuple[Any, int]]) -> list[bool]:
+        """Record a batch of 2xx answers and plan next year's, in one transaction."""
+
+        async def record() -> list[bool]:
+            now = self.clock.now()
+            async with self.pool.acquire() as conn, conn.transaction():
+                done = await store.finish_sent(conn, [(r["id"], a) for r, a in items], now)
+                for row, _ in items:
+                    # Recovery took the row back while the provider was
+                    # answering: it was accepted all the same, so nobody may
+                    # send it again.
+                    if row["id"] not in done and await store.finish_late_sent(
+                        conn, row["id"], now
+                    ):
+                        done.add(row["id"])
+                ended = [(r["user_id"], r["occasion"]) for r, _ in items if r["id"] in done]
+                await greetings.plan_next(conn, ended, now, self.config.send_hour)
+            return [row["id"] in done for row, _ in items]
+
+        return await self._persist(record)
+
     async def _wait_until_due(self, row: Any, now: dt.datetime) -> bool:
         """Sleep until the row is due (published ahead, so the send can happen
         on the second); True if it slept.  Cancelled by a drain."""
@@ -230,7 +263,7 @@ class Worker:
         now = self.clock.now()
         occasion = row["occasion"]
         if result.outcome is retry.Outcome.SENT:
-            await self._end(row, attempt, "sent", None, now)
+            await self._sends.submit((row, attempt))
             metrics.MESSAGES.labels(occasion, "sent").inc()
             metrics.LATENESS_SECONDS.observe(max((now - row["send_at"]).total_seconds(), 0))
             return
@@ -254,19 +287,14 @@ class Worker:
 
     async def _end(self, row: Any, attempt: int, status: str, error: str | None,
                    now: dt.datetime) -> None:
-        """A greeting is over: record it and plan next year's, in one transaction
-        (planning is a savepoint: its failure never undoes the record)."""
+        """A greeting failed or expired: record it and plan next year's, in one
+        transaction (planning is a savepoint: its failure never undoes the record)."""
 
         async def record() -> bool:
             async with self.pool.acquire() as conn, conn.transaction():
                 done = await store.finish(conn, row["id"], attempt, status, error, now)
-                if not done and status == "sent":
-                    # Recovery took the row back while the provider was
-                    # answering: it was accepted all the same, so nobody may
-                    # send it again.
-                    done = await store.finish_late_sent(conn, row["id"], now)
                 if done:
-                    await greetings.plan_next(conn, row["user_id"], row["occasion"], now,
+                    await greetings.plan_next(conn, [(row["user_id"], row["occasion"])], now,
                                               self.config.send_hour)
                 return done
 

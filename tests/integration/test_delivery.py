@@ -708,7 +708,7 @@ async def test_a_row_stuck_in_sending_past_its_lease_is_recovered_and_sent_once(
     manual_clock.set(now)
     assert await p.scheduler.tick(now) == 1
     # A worker took it and died before calling the provider; its delivery stays queued.
-    assert await store.start_sending(p.pool, message_id, dt.timedelta(minutes=5), now)
+    assert await store.start_sending(p.pool, [message_id], dt.timedelta(minutes=5), now)
     lease = (await p.row(message_id))["lease_until"]
     assert lease == now + dt.timedelta(minutes=5)
 
@@ -919,7 +919,7 @@ async def test_a_failure_planning_next_year_does_not_undo_the_sent_record(
     async def broken_plan(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("planning is broken")
 
-    monkeypatch.setattr(greetings, "plan", broken_plan)
+    monkeypatch.setattr(greetings, "plan_many", broken_plan)
     manual_clock.set(ADA_SEND_AT)
     assert await p.scheduler.tick(ADA_SEND_AT) == 1
     await p.wait_status(message_id, "sent")
