@@ -63,7 +63,12 @@ WHERE user_id = $1 AND status = 'scheduled' AND occasion = ANY($2::text[]) AND s
 
 -- name: cancel_pending
 UPDATE messages SET status = 'cancelled', lease_until = NULL, updated_at = $2
-WHERE user_id = $1 AND status IN ('scheduled', 'queued', 'retrying');
+WHERE id IN (
+    SELECT id FROM messages
+    WHERE user_id = $1 AND status IN ('scheduled', 'queued', 'retrying')
+    ORDER BY id
+    FOR UPDATE
+);
 
 -- name: insert_messages
 -- The UNIQUE keys turn a second plan for the same greeting into a no-op.
@@ -124,15 +129,26 @@ WHERE id IN (
 RETURNING id;
 
 -- name: extend_lease
--- RabbitMQ confirmed the ids: the rows may wait in the queue this long.
+-- RabbitMQ confirmed the ids: the rows may wait in the queue this long.  A
+-- row a worker holds is on its way to sending and needs no longer lease.
 UPDATE messages SET lease_until = $2
-WHERE id = ANY($1::uuid[]) AND status = 'queued';
+WHERE id IN (
+    SELECT id FROM messages
+    WHERE id = ANY($1::uuid[]) AND status = 'queued'
+    ORDER BY id
+    FOR UPDATE SKIP LOCKED
+);
 
 -- name: unclaim
 -- A publish failed: hand the rows straight back, due now.
 UPDATE messages
 SET status = 'retrying', due_at = $2, lease_until = NULL, updated_at = $2
-WHERE id = ANY($1::uuid[]) AND status = 'queued';
+WHERE id IN (
+    SELECT id FROM messages
+    WHERE id = ANY($1::uuid[]) AND status = 'queued'
+    ORDER BY id
+    FOR UPDATE SKIP LOCKED
+);
 
 -- name: claim_one
 -- A retry whose backoff is shorter than the tick period is re-published by
@@ -144,14 +160,22 @@ RETURNING id;
 
 -- name: start_sending
 -- The one transition that entitles a worker to call the provider, for a
--- batch of delivered ids.  The lease covers waiting until due (published
--- ahead) plus $2 (timeout and margin).
+-- batch of delivered ids.  Rows are locked in id order, as in every batch
+-- statement here, so concurrent batches wait for each other but never
+-- deadlock.  The lease covers waiting until due (published ahead) plus $2
+-- (timeout and margin).
+WITH mine AS (
+    SELECT m.id
+    FROM messages m JOIN users u ON u.id = m.user_id
+    WHERE m.id = ANY($1::uuid[]) AND m.status = 'queued' AND u.deleted_at IS NULL
+    ORDER BY m.id
+    FOR UPDATE OF m
+)
 UPDATE messages m
 SET status = 'sending', attempts = m.attempts + 1,
     lease_until = greatest(m.due_at, $3) + $2::interval, updated_at = $3
-FROM users u
-WHERE m.id = ANY($1::uuid[]) AND m.status = 'queued' AND u.id = m.user_id
-  AND u.deleted_at IS NULL
+FROM mine, users u
+WHERE m.id = mine.id AND m.status = 'queued' AND u.id = m.user_id
 RETURNING m.id, m.user_id, m.occasion, m.occasion_date, m.send_at, m.due_at, m.attempts,
           m.redriven_at, u.first_name, u.last_name, u.email, u.location,
           u.birthday, u.anniversary;
@@ -183,10 +207,17 @@ RETURNING id;
 
 -- name: finish_sent
 -- A batch of 2xx answers: $1 ids with $2 their attempt numbers.
+WITH mine AS (
+    SELECT m.id
+    FROM messages m JOIN unnest($1::uuid[], $2::int[]) AS t (id, attempt) ON t.id = m.id
+    WHERE m.status = 'sending' AND m.attempts = t.attempt
+    ORDER BY m.id
+    FOR UPDATE OF m
+)
 UPDATE messages m
 SET status = 'sent', sent_at = $3, last_error = NULL, lease_until = NULL, updated_at = $3
-FROM unnest($1::uuid[], $2::int[]) AS t (id, attempt)
-WHERE m.id = t.id AND m.status = 'sending' AND m.attempts = t.attempt
+FROM mine
+WHERE m.id = mine.id
 RETURNING m.id;
 
 -- name: finish_late_sent

@@ -196,8 +196,9 @@ class Worker:
     async def _start_many(self, ids: list[uuid.UUID]) -> list[Any]:
         """``queued → sending`` for a batch; an id delivered twice in one batch
         wins (at most) once."""
-        rows = await store.start_sending(self.pool, list(set(ids)), self._lease(),
-                                         self.clock.now())
+        unique = list(set(ids))
+        rows = await self._persist(
+            lambda: store.start_sending(self.pool, unique, self._lease(), self.clock.now()))
         won = {r["id"]: r for r in rows}
         return [won.pop(i, None) for i in ids]
 

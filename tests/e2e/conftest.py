@@ -165,6 +165,11 @@ class Cluster:
         for proc in self.procs:
             proc.stop_now()
 
+    def errors(self) -> list[str]:
+        """Log lines at error level from every process (JSON logs)."""
+        return [line for p in self.procs for line in p.output().splitlines()
+                if '"level":"error"' in line or '"level":"critical"' in line]
+
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.output()[-4000:]}" for p in self.procs)
 

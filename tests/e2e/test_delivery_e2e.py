@@ -69,6 +69,7 @@ async def test_500_due_at_once_three_workers_two_schedulers_faults_and_sigkill(
     assert set(stats["byEmail"].values()) == {1}, "a greeting was accepted twice"
     assert stats["duplicateKeys"] == {}
     assert stats["errors"] > 0 and stats["hangs"] > 0, "the faults were not exercised"
+    assert cluster.errors() == []
     # The killed worker may have died between the provider's "sent" and
     # recording it (DESIGN §3.5): those are re-sent with the same
     # Idempotency-Key, which this provider honours.  There can be no more of
@@ -108,6 +109,7 @@ async def test_no_crash_no_duplicate_even_without_provider_idempotency(
     assert set(stats["byEmail"].values()) == {1}
     assert stats["duplicateKeys"] == {}
     assert stats["errors"] > 0 and stats["hangs"] > 0, "the faults were not exercised"
+    assert cluster.errors() == []
 
 
 async def test_downtime_26h_sends_what_is_owed_once_and_expires_what_is_too_old(
