@@ -81,10 +81,19 @@ ON CONFLICT DO NOTHING;
 
 -- name: list_messages
 SELECT * FROM messages
-WHERE ($1::text IS NULL OR status = $1)
+WHERE ($1::uuid IS NULL OR user_id = $1)
+  AND ($2::uuid IS NULL OR id > $2)
+ORDER BY id
+LIMIT $3;
+
+-- name: list_messages_by_status
+-- Its own statement, so the (status, id) index serves it: operators page
+-- through the few failed or expired among millions sent.
+SELECT * FROM messages
+WHERE status = $1
   AND ($2::uuid IS NULL OR user_id = $2)
   AND ($3::uuid IS NULL OR id > $3)
-ORDER BY id
+ORDER BY status, id
 LIMIT $4;
 
 -- name: get_message
@@ -131,24 +140,28 @@ RETURNING id;
 -- name: extend_lease
 -- RabbitMQ confirmed the ids: the rows may wait in the queue this long.  A
 -- row a worker holds is on its way to sending and needs no longer lease.
-UPDATE messages SET lease_until = $2
-WHERE id IN (
-    SELECT id FROM messages
-    WHERE id = ANY($1::uuid[]) AND status = 'queued'
+UPDATE messages m SET lease_until = $2
+FROM (
+    SELECT id, status FROM messages
+    WHERE id = ANY($1::uuid[])
     ORDER BY id
+    OFFSET 0
     FOR UPDATE SKIP LOCKED
-);
+) AS confirmed
+WHERE m.id = confirmed.id AND confirmed.status = 'queued';
 
 -- name: unclaim
 -- A publish failed: hand the rows straight back, due now.
-UPDATE messages
+UPDATE messages m
 SET status = 'retrying', due_at = $2, lease_until = NULL, updated_at = $2
-WHERE id IN (
-    SELECT id FROM messages
-    WHERE id = ANY($1::uuid[]) AND status = 'queued'
+FROM (
+    SELECT id, status FROM messages
+    WHERE id = ANY($1::uuid[])
     ORDER BY id
+    OFFSET 0
     FOR UPDATE SKIP LOCKED
-);
+) AS unpublished
+WHERE m.id = unpublished.id AND unpublished.status = 'queued';
 
 -- name: claim_one
 -- A retry whose backoff is shorter than the tick period is re-published by
@@ -160,22 +173,28 @@ RETURNING id;
 
 -- name: start_sending
 -- The one transition that entitles a worker to call the provider, for a
--- batch of delivered ids.  Rows are locked in id order, as in every batch
--- statement here, so concurrent batches wait for each other but never
--- deadlock.  The lease covers waiting until due (published ahead) plus $2
--- (timeout and margin).
+-- batch of delivered ids.  Batch statements here find their rows by id
+-- alone, behind an OFFSET 0 fence, then check the status: a status condition
+-- the planner could use let stale statistics (a mass change of status at
+-- 09:00) pick a scan of every queued row for each batch.  Rows are locked in
+-- id order, so concurrent batches wait for each other but never deadlock.
+-- The lease covers waiting until due (published ahead) plus $2 (timeout and
+-- margin).
 WITH mine AS (
-    SELECT m.id
-    FROM messages m JOIN users u ON u.id = m.user_id
-    WHERE m.id = ANY($1::uuid[]) AND m.status = 'queued' AND u.deleted_at IS NULL
-    ORDER BY m.id
-    FOR UPDATE OF m
+    SELECT id FROM (
+        SELECT id, status FROM messages
+        WHERE id = ANY($1::uuid[])
+        ORDER BY id
+        OFFSET 0
+        FOR UPDATE
+    ) AS delivered
+    WHERE status = 'queued'
 )
 UPDATE messages m
 SET status = 'sending', attempts = m.attempts + 1,
     lease_until = greatest(m.due_at, $3) + $2::interval, updated_at = $3
 FROM mine, users u
-WHERE m.id = mine.id AND m.status = 'queued' AND u.id = m.user_id
+WHERE m.id = mine.id AND u.id = m.user_id AND u.deleted_at IS NULL
 RETURNING m.id, m.user_id, m.occasion, m.occasion_date, m.send_at, m.due_at, m.attempts,
           m.redriven_at, u.first_name, u.last_name, u.email, u.location,
           u.birthday, u.anniversary;
@@ -206,13 +225,18 @@ WHERE id = $1 AND status = 'sending' AND attempts = $2
 RETURNING id;
 
 -- name: finish_sent
--- A batch of 2xx answers: $1 ids with $2 their attempt numbers.
+-- A batch of 2xx answers: $1 ids with $2 their attempt numbers (found and
+-- locked like start_sending).
 WITH mine AS (
-    SELECT m.id
-    FROM messages m JOIN unnest($1::uuid[], $2::int[]) AS t (id, attempt) ON t.id = m.id
-    WHERE m.status = 'sending' AND m.attempts = t.attempt
-    ORDER BY m.id
-    FOR UPDATE OF m
+    SELECT id FROM (
+        SELECT id, status, attempts FROM messages
+        WHERE id = ANY($1::uuid[])
+        ORDER BY id
+        OFFSET 0
+        FOR UPDATE
+    ) AS answered
+    WHERE status = 'sending'
+      AND (id, attempts) IN (SELECT * FROM unnest($1::uuid[], $2::int[]))
 )
 UPDATE messages m
 SET status = 'sent', sent_at = $3, last_error = NULL, lease_until = NULL, updated_at = $3

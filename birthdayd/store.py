@@ -158,7 +158,9 @@ async def insert_messages(db: Executor, plans: list[tuple[uuid.UUID, str, dt.dat
 
 async def list_messages(db: Executor, status: str | None, user_id: uuid.UUID | None,
                         after: uuid.UUID | None, limit: int) -> list[Record]:
-    return await db.fetch(Q["list_messages"], status, user_id, after, limit)
+    if status is None:
+        return await db.fetch(Q["list_messages"], user_id, after, limit)
+    return await db.fetch(Q["list_messages_by_status"], status, user_id, after, limit)
 
 
 async def get_message(db: Executor, message_id: uuid.UUID) -> Record | None:
