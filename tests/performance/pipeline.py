@@ -19,6 +19,7 @@ import time
 import uuid
 from pathlib import Path
 
+import aiormq
 import asyncpg
 
 from birthdayd import migrations
@@ -53,6 +54,16 @@ async def prepare(name: str, users: int) -> str:
     await conn.execute("ANALYZE")
     await conn.close()
     return url
+
+
+async def drop_queue(queue: str) -> None:
+    connection = await aiormq.connect(RABBITMQ)
+    channel = await connection.channel()
+    for q in (queue, f"{queue}.dead"):
+        await channel.queue_delete(q)
+    for exchange in (queue, f"{queue}.dlx"):
+        await channel.exchange_delete(exchange)
+    await connection.close()
 
 
 def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -95,6 +106,7 @@ async def one_run(users: int, workers: int, concurrency: int, log_dir: Path) -> 
         admin = await asyncpg.connect(ADMIN)
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+        await drop_queue(queue)
     seconds = (last - first).total_seconds()
     return users / seconds if seconds > 0 else float("inf")
 
