@@ -21,15 +21,20 @@ class Batcher(Generic[Item, Result]):
         self,
         flush: Callable[[list[Item]], Awaitable[Sequence[Result]]],
         max_size: int = 500,
+        orphaned: Callable[[Item, Result], Awaitable[None]] | None = None,
     ) -> None:
+        """``orphaned`` is given each result whose caller was cancelled while its
+        item was being flushed (to undo a claim nobody will act on)."""
         self._flush = flush
         self._max_size = max_size
+        self._orphaned = orphaned
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
     async def submit(self, item: Item) -> Result:
-        """Queue ``item`` for the next flush and return its result.  Cancelling
-        the caller does not take the item back: the flush runs regardless."""
+        """Queue ``item`` for the next flush and return its result.  A caller
+        cancelled before its flush starts takes the item back; one cancelled
+        during the flush does not (the flush runs regardless; see ``orphaned``)."""
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         if self._flusher is None:
@@ -41,8 +46,10 @@ class Batcher(Generic[Item, Result]):
         try:
             await asyncio.sleep(0)  # let the callers woken with this one join
             while self._pending:
-                batch = self._pending[: self._max_size]
+                batch = [p for p in self._pending[: self._max_size] if not p[1].cancelled()]
                 del self._pending[: self._max_size]
+                if not batch:
+                    continue
                 try:
                     results = await self._flush([item for item, _ in batch])
                 except Exception as e:  # noqa: BLE001 - handed to every caller
@@ -50,9 +57,11 @@ class Batcher(Generic[Item, Result]):
                         if not future.done():
                             future.set_exception(e)
                     continue
-                for (_, future), result in zip(batch, results, strict=True):
+                for (item, future), result in zip(batch, results, strict=True):
                     if not future.done():
                         future.set_result(result)
+                    elif future.cancelled() and self._orphaned is not None:
+                        await self._orphaned(item, result)
         finally:
             self._flusher = None
             # Cancelled (the loop is closing): nobody may wait forever.

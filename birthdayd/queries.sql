@@ -199,6 +199,17 @@ RETURNING m.id, m.user_id, m.occasion, m.occasion_date, m.send_at, m.due_at, m.a
           m.redriven_at, u.first_name, u.last_name, u.email, u.location,
           u.birthday, u.anniversary;
 
+-- name: started_at
+-- The rows a start_sending stamped with $2 (its commit's answer was lost).
+SELECT m.id, m.user_id, m.occasion, m.occasion_date, m.send_at, m.due_at, m.attempts,
+       m.redriven_at, u.first_name, u.last_name, u.email, u.location,
+       u.birthday, u.anniversary
+FROM (
+    SELECT * FROM messages WHERE id = ANY($1::uuid[]) OFFSET 0
+) AS m
+JOIN users u ON u.id = m.user_id
+WHERE m.status = 'sending' AND m.updated_at = $2;
+
 -- name: cancel_if_deleted
 -- A queued greeting whose user was deleted meanwhile is cancelled, not sent.
 UPDATE messages m SET status = 'cancelled', lease_until = NULL, updated_at = $2

@@ -200,6 +200,11 @@ async def start_sending(db: Executor, message_ids: list[uuid.UUID], lease: dt.ti
     return await db.fetch(Q["start_sending"], message_ids, lease, now)
 
 
+async def started_at(db: Executor, message_ids: list[uuid.UUID], now: dt.datetime
+                     ) -> list[Record]:
+    return await db.fetch(Q["started_at"], message_ids, now)
+
+
 async def finish_sent(db: Executor, sent: list[tuple[uuid.UUID, int]], now: dt.datetime
                       ) -> set[uuid.UUID]:
     """Record a batch of (id, attempt) as sent; returns the ids that were recorded."""

@@ -72,7 +72,8 @@ class Worker:
         self._stopping = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         # Concurrent deliveries share one statement for their busiest writes.
-        self._starts: batching.Batcher[uuid.UUID, Any] = batching.Batcher(self._start_many)
+        self._starts: batching.Batcher[uuid.UUID, Any] = batching.Batcher(
+            self._start_many, orphaned=self._unstart)
         self._sends: batching.Batcher[tuple[Any, int], bool] = batching.Batcher(
             self._sent_many)
 
@@ -144,16 +145,20 @@ class Worker:
                 metrics.REDELIVERIES_DROPPED.inc()
             return
         attempt: int = row["attempts"]
+        task = asyncio.current_task()
+        assert task is not None
         try:
             result = await self._attempt(row, attempt)
+            if result is not None:
+                await asyncio.shield(self._record(row, attempt, result))
         except asyncio.CancelledError:
             # Drained before the provider answered: hand the row back without
             # counting the attempt (a no-op if it was already recorded).
-            due = max(row["due_at"], now)
-            await asyncio.shield(store.release(self.pool, message_id, attempt, due, now))
+            await asyncio.shield(self._unstart(message_id, row))
             raise
-        if result is not None:
-            await asyncio.shield(self._record(row, attempt, result))
+        finally:
+            # In a provider call until its answer is recorded: a drain waits.
+            self._calling.discard(task)
 
     async def _attempt(self, row: Any, attempt: int) -> emailer_mod.Result | None:
         """Wait until due, then call the provider, unless the greeting is too
@@ -184,11 +189,8 @@ class Worker:
         text = occasions.OCCASIONS[occasion].message(row["first_name"], row["last_name"])
         task = asyncio.current_task()
         assert task is not None
-        self._calling.add(task)
-        try:
-            result = await self.emailer.send(row["email"], text, message_id)
-        finally:
-            self._calling.discard(task)
+        self._calling.add(task)  # from here until the answer is recorded (deliver)
+        result = await self.emailer.send(row["email"], text, message_id)
         self.breaker.record(self._loop.time(), result.outcome is not retry.Outcome.RETRY)
         metrics.BREAKER_OPEN.set(self.breaker.state is retry.BreakerState.OPEN)
         return result
@@ -197,10 +199,28 @@ class Worker:
         """``queued → sending`` for a batch; an id delivered twice in one batch
         wins (at most) once."""
         unique = list(set(ids))
-        rows = await self._persist(
-            lambda: store.start_sending(self.pool, unique, self._lease(), self.clock.now()))
-        won = {r["id"]: r for r in rows}
+        now = self.clock.now()
+        tries = 0
+
+        async def start() -> list[Any]:
+            nonlocal tries
+            tries += 1
+            rows = list(await store.start_sending(self.pool, unique, self._lease(), now))
+            if tries > 1:
+                # Retried after a commit whose answer was lost: the rows that
+                # commit moved (stamped with this ``now``) are ours too.
+                rows += await store.started_at(self.pool, unique, now)
+            return rows
+
+        won = {r["id"]: r for r in await self._persist(start)}
         return [won.pop(i, None) for i in ids]
+
+    async def _unstart(self, message_id: uuid.UUID, row: Any) -> None:
+        """Hand back a row this worker moved to sending but will not send."""
+        if row is not None:
+            now = self.clock.now()
+            await store.release(self.pool, message_id, row["attempts"],
+                                max(row["due_at"], now), now)
 
     async def _sent_many(self, items: list[tuple[Any, int]]) -> list[bool]:
         """Record a batch of 2xx answers and plan next year's, in one transaction."""
@@ -208,6 +228,8 @@ class Worker:
         async def record() -> list[bool]:
             now = self.clock.now()
             async with self.pool.acquire() as conn, conn.transaction():
+                # Users before messages, the order every writer takes them in.
+                await store.lock_users(conn, sorted({r["user_id"] for r, _ in items}))
                 done = await store.finish_sent(conn, [(r["id"], a) for r, a in items], now)
                 for row, _ in items:
                     # Recovery took the row back while the provider was

@@ -976,3 +976,28 @@ async def test_draining_hands_back_greetings_still_waiting_without_counting_an_a
     row = await p.row(message_id)
     assert (row["status"], row["attempts"]) == ("retrying", 0)
     assert p.recorder.calls == []
+
+
+async def test_a_drain_waits_for_an_accepted_greeting_to_be_recorded(
+    make_pipeline: MakePipeline, manual_clock: clock_mod.ManualClock
+) -> None:
+    """SIGTERM's grace never cuts off a send whose 2xx is not recorded yet:
+    cancelling it would leave the row in sending and re-send it later."""
+    p = await make_pipeline()
+    message_id = await _ada_due(p, manual_clock)
+    user_id = (await p.row(message_id))["user_id"]
+    manual_clock.set(ADA_SEND_AT)
+    async with p.pool.acquire() as conn:
+        lock = conn.transaction()
+        await lock.start()
+        # Recording the answer locks the user first: hold it so the record waits.
+        await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user_id)
+        assert await p.scheduler.tick(ADA_SEND_AT) == 1
+        await eventually(lambda: len(p.recorder.calls) == 1)
+        assert p.worker is not None
+        stopping = asyncio.create_task(p.worker.stop(grace_s=0.2))
+        await asyncio.sleep(0.6)
+        assert not stopping.done(), "the drain gave up on a send it had not recorded"
+        await lock.commit()
+    await stopping
+    assert await p.status(message_id) == "sent"

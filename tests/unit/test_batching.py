@@ -92,3 +92,48 @@ async def test_a_cancelled_caller_does_not_cancel_the_flush() -> None:
         await caller
     await asyncio.sleep(0.05)
     assert flushed == [1]
+
+
+async def test_a_caller_cancelled_before_its_flush_takes_its_item_back() -> None:
+    flushed: list[list[int]] = []
+    release = asyncio.Event()
+
+    async def flush(items: list[int]) -> list[int]:
+        flushed.append(items)
+        if len(flushed) == 1:
+            await release.wait()
+        return items
+
+    batcher: batching.Batcher[int, int] = batching.Batcher(flush)
+    first = asyncio.create_task(batcher.submit(1))
+    await asyncio.sleep(0.01)  # the first flush is running
+    waiting = asyncio.create_task(batcher.submit(2))
+    kept = asyncio.create_task(batcher.submit(3))
+    await asyncio.sleep(0.01)
+    waiting.cancel()
+    release.set()
+    assert await first == 1
+    assert await kept == 3
+    assert flushed == [[1], [3]]
+
+
+async def test_a_result_whose_caller_was_cancelled_mid_flush_is_handed_to_orphaned() -> None:
+    """A claim made for a caller that is gone must be undone, not left to a lease."""
+    started = asyncio.Event()
+    orphans: list[tuple[int, int]] = []
+
+    async def flush(items: list[int]) -> list[int]:
+        started.set()
+        await asyncio.sleep(0.02)
+        return [i * 10 for i in items]
+
+    async def orphaned(item: int, result: int) -> None:
+        orphans.append((item, result))
+
+    batcher: batching.Batcher[int, int] = batching.Batcher(flush, orphaned=orphaned)
+    gone = asyncio.create_task(batcher.submit(1))
+    stays = asyncio.create_task(batcher.submit(2))
+    await started.wait()
+    gone.cancel()
+    assert await stays == 20
+    assert orphans == [(1, 10)]
