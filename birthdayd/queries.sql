@@ -265,17 +265,20 @@ RETURNING id;
 
 -- name: recover_stale
 -- Rows whose lease ran out (a scheduler or worker died, or a publish was
--- lost) go back to the scheduler, due now.
-UPDATE messages
-SET status = 'retrying', due_at = $1, lease_until = NULL, updated_at = $1,
-    last_error = coalesce(last_error, 'lease expired in ' || status)
-WHERE id IN (
-    SELECT id FROM messages
+-- lost) go back to the scheduler, due now.  Returns the state each was
+-- taken from: one taken from sending may already have been accepted.
+WITH stale AS (
+    SELECT id, status FROM messages
     WHERE status IN ('queued', 'sending') AND lease_until < $1
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 )
-RETURNING id, status;
+UPDATE messages m
+SET status = 'retrying', due_at = $1, lease_until = NULL, updated_at = $1,
+    last_error = coalesce(m.last_error, 'lease expired in ' || stale.status)
+FROM stale
+WHERE m.id = stale.id
+RETURNING m.id, stale.status AS taken_from;
 
 -- name: users_page_needs
 -- A page of live users, each with the occasions that have no greeting in

@@ -112,8 +112,8 @@ class Scheduler:
         while True:
             rows = await store.recover_stale(self.pool, now, self.cfg.batch)
             for row in rows:
-                metrics.RECOVERED.labels(row["status"]).inc()
-                if row["status"] == "sending":
+                metrics.RECOVERED.labels(row["taken_from"]).inc()
+                if row["taken_from"] == "sending":
                     # The worker died mid-call: the provider may have accepted.
                     metrics.POSSIBLE_DUPLICATES.labels("lease_expired").inc()
             recovered += len(rows)

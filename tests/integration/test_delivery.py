@@ -21,7 +21,7 @@ from aiohttp import web
 from pamqp import commands as pamqp_commands
 
 from birthdayd import clock as clock_mod
-from birthdayd import fake_email, greetings, retry, store
+from birthdayd import fake_email, greetings, metrics, retry, store
 from birthdayd import scheduler as scheduler_mod
 from birthdayd import worker as worker_mod
 from birthdayd.retry import BreakerState
@@ -720,11 +720,15 @@ async def test_a_row_stuck_in_sending_past_its_lease_is_recovered_and_sent_once(
 
     now = lease + dt.timedelta(seconds=1)
     manual_clock.set(now)
+    duplicates = metrics.POSSIBLE_DUPLICATES.labels("lease_expired")
+    counted_before = duplicates._value.get()
     assert await p.scheduler.recover(now) == 1
     recovered = await p.row(message_id)
     assert recovered["status"] == "retrying"
     assert recovered["due_at"] == now
     assert recovered["last_error"] == "lease expired in sending"
+    # Taken back from sending: the provider may have accepted it (DESIGN §3.5).
+    assert duplicates._value.get() == counted_before + 1
     assert await p.scheduler.tick(now) == 1
     sent = await p.wait_status(message_id, "sent")
     await p.settle()
