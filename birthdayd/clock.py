@@ -52,7 +52,3 @@ class ManualClock:
 
     def set(self, when: dt.datetime) -> None:
         self._now = when.astimezone(UTC)
-
-    def advance(self, **delta: float) -> dt.datetime:
-        self._now += dt.timedelta(**delta)
-        return self._now

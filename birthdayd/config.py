@@ -20,33 +20,6 @@ from apscheduler.triggers.cron import CronTrigger
 
 ROLES = ("api", "worker", "scheduler")
 
-# Every variable that may also come from a file via NAME_FILE.
-ENV_VARS = (
-    "DATABASE_URL",
-    "DATABASE_POOL_SIZE",
-    "RABBITMQ_URL",
-    "QUEUE_NAME",
-    "QUEUE_CONCURRENCY",
-    "QUEUE_MAX_RETRIES",
-    "QUEUE_BACKOFF_DELAY",
-    "EMAIL_API_URL",
-    "EMAIL_API_TIMEOUT",
-    "CIRCUIT_BREAKER_ERROR_THRESHOLD",
-    "CIRCUIT_BREAKER_RESET_TIMEOUT",
-    "CRON_MINUTE_SCHEDULE",
-    "CRON_RECOVERY_SCHEDULE",
-    "CRON_DAILY_SCHEDULE",
-    "SEND_HOUR",
-    "MAX_LATENESS",
-    "PORT",
-    "HOST",
-    "API_TOKEN",
-    "LOG_LEVEL",
-    "LOG_FORMAT",
-    "SHUTDOWN_GRACE",
-    "LEASE_MARGIN",
-    "BIRTHDAYD_NOW",
-)
 
 
 class SecretFileError(click.ClickException):
@@ -297,6 +270,9 @@ OPTIONS = (
     _Option("fake_now", "--now", "BIRTHDAYD_NOW", Instant(),
             "Run as if the clock read this instant at start (demos, end-to-end tests)."),
 )
+
+# Every variable that may also come from a file via NAME_FILE.
+ENV_VARS = (*(option.envvar for option in OPTIONS), "BIRTHDAYD_ROLES")
 
 F = TypeVar("F", bound=Callable[..., Any])
 

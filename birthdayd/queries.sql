@@ -227,10 +227,11 @@ SET status = 'retrying', due_at = $3, attempts = attempts - 1, lease_until = NUL
 WHERE id = $1 AND status = 'sending' AND attempts = $2;
 
 -- name: finish
--- $1 id, $2 attempt, $3 status, $4 error, $5 now, $6 due_at (retrying only).
+-- A greeting retrying, failed, expired or cancelled (sent ones go through
+-- finish_sent): $1 id, $2 attempt, $3 status, $4 error, $5 now, $6 due_at
+-- (retrying only).
 UPDATE messages
 SET status = $3::text, last_error = $4::text, lease_until = NULL,
-    sent_at = CASE WHEN $3::text = 'sent' THEN $5::timestamptz END,
     due_at = coalesce($6::timestamptz, due_at), updated_at = $5::timestamptz
 WHERE id = $1 AND status = 'sending' AND attempts = $2
 RETURNING id;
