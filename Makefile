@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test unit lint services fake-email bench clean
+.PHONY: install run test unit lint services test-tools fake-email bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ install: $(STAMP)
 # Local PostgreSQL and RabbitMQ: start whichever is down (Debian packages).
 services:
 	bash scripts/services.sh
+
+# What the fault tests need beside them (libfaketime), from Debian's packages.
+test-tools:
+	bash scripts/test-tools.sh
 
 run: install services
 	$(BIN)/birthdayd migrate --create-db
@@ -32,7 +36,7 @@ lint: install
 unit: install
 	$(BIN)/python -m pytest tests/unit
 
-test: install services lint
+test: install services test-tools lint
 	$(BIN)/python -m pytest
 
 # A benchmark, not a test: end-to-end greetings/s, median of several runs.

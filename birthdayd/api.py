@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import hmac
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -19,15 +20,14 @@ import orjson
 from aiohttp import web
 from prometheus_async.aio.web import server_stats
 
-from birthdayd import clock, greetings, openapi, store, validation
+from birthdayd import clock, greetings, openapi, states, store, validation
+from birthdayd.states import Status
 
 logger = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
 PAGE_DEFAULT = 100
 PAGE_MAX = 1000
-STATUSES = ("scheduled", "queued", "sending", "sent", "retrying", "failed", "expired",
-            "cancelled")
 Check = Callable[[], Awaitable[bool]]
 
 
@@ -165,15 +165,21 @@ def path_id(request: web.Request, what: str) -> uuid.UUID:
         raise ApiError(404, "not_found", f"No {what} with id {text!r}.") from None
 
 
+# The form OpenAPI's `format: uuid` allows (RFC 9562): 8-4-4-4-12 hex digits, either
+# case.  uuid.UUID() alone would also take "", braces, "urn:uuid:" and no hyphens.
+_UUID_TEXT = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+                        r"[0-9a-fA-F]{12}")
+
+
 def query_uuid(request: web.Request, name: str, errors: dict[str, str]) -> uuid.UUID | None:
+    """An optional uuid parameter: absent is None; present, even empty, must be a uuid."""
     text = request.query.get(name)
-    if text is None or text == "":
+    if text is None:
         return None
-    try:
-        return uuid.UUID(text)
-    except ValueError:
+    if not _UUID_TEXT.fullmatch(text):
         errors[name] = "must be a uuid"
         return None
+    return uuid.UUID(text)
 
 
 def page_params(request: web.Request, errors: dict[str, str]) -> tuple[int, uuid.UUID | None]:
@@ -286,7 +292,7 @@ async def update_user(request: web.Request) -> web.Response:
     body = await read_json(request)
     try:
         found = await greetings.update_user(
-            deps.pool, user_id, body, deps.clock.now(), deps.send_hour
+            deps.pool, user_id, body, deps.clock, deps.send_hour
         )
     except greetings.Invalid as e:
         raise _invalid(e.fields) from None
@@ -322,9 +328,9 @@ async def list_messages(request: web.Request) -> web.Response:
     errors: dict[str, str] = {}
     limit, after = page_params(request, errors)
     user_id = query_uuid(request, "userId", errors)
-    status = request.query.get("status") or None
-    if status is not None and status not in STATUSES:
-        errors["status"] = f"must be one of {', '.join(STATUSES)}"
+    status = request.query.get("status")
+    if status is not None and status not in set(Status):  # also an empty one
+        errors["status"] = f"must be one of {', '.join(Status)}"
     if errors:
         raise _invalid(errors)
     rows = await store.list_messages(deps.pool, status, user_id, after, limit + 1)
@@ -340,7 +346,7 @@ async def retry_message(request: web.Request) -> web.Response:
         existing = await store.get_message(deps.pool, message_id)
         if existing is None:
             raise ApiError(404, "not_found", f"No message with id {message_id}.")
-        if existing["status"] in ("failed", "expired"):
+        if existing["status"] in states.REDRIVABLE:
             raise ApiError(409, "conflict", "The message's user was deleted.",
                            {"userId": "was deleted"})
         raise ApiError(409, "conflict",
@@ -368,7 +374,7 @@ async def ready(request: web.Request) -> web.Response:
 
 
 async def openapi_json(request: web.Request) -> web.Response:
-    return json_response(openapi.SPEC)
+    return json_response(openapi.document(token_required=bool(request.app[DEPS].api_token)))
 
 
 def create_app(deps: Deps) -> web.Application:

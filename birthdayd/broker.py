@@ -1,9 +1,13 @@
 """RabbitMQ (aiormq): topology, publishing with confirms, consuming with acks.
 
 Messages carry only a row id; PostgreSQL says what to do with it.  aiormq does
-not reconnect by itself, so :class:`Broker` watches its connection and
-reconnects with backoff, declaring the topology and re-subscribing consumers
-each time.
+not reconnect by itself, so :class:`Broker` runs a supervisor task that
+watches everything a working process depends on: the connection, the publish
+channel, each consumer's channel, and the broker's cancellation of a consumer
+(its queue deleted, a consumer timeout).  When any of them breaks, the
+supervisor drops the connection and builds everything again: connect,
+declare the topology, consume.  A missing main queue is re-created, and
+``on_queue_created`` is told so that the ids it held are published again.
 """
 
 from __future__ import annotations
@@ -11,16 +15,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import uuid
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 import aiormq
 from aiormq.abc import DeliveredMessage
 from pamqp import commands as spec
 
-from birthdayd import BirthdaydError
+from birthdayd import BirthdaydError, backoff
 
 logger = logging.getLogger(__name__)
 
@@ -28,11 +31,21 @@ logger = logging.getLogger(__name__)
 # itself is swept back by recovery, so nothing is lost.
 DELIVERY_LIMIT = 20
 PUBLISH_TIMEOUT_S = 30.0
+CONNECT_TIMEOUT_S = 15.0
+# Connecting retries on any error: aiormq fails pending calls with its own
+# errors, OSError, a bare Exception, or CancelledError when the connection dies
+# under them (see Broker._connect_once).  Each failure is logged; none may end
+# the supervisor silently.
+CONNECT_ERRORS: tuple[type[BaseException], ...] = (Exception,)
 
 Handler = Callable[[DeliveredMessage], Coroutine[Any, Any, None]]
 
 
 class PublishFailed(BirthdaydError):
+    pass
+
+
+class ConnectionLost(BirthdaydError):
     pass
 
 
@@ -45,59 +58,112 @@ class Names:
 
 
 class Broker:
-    def __init__(self, url: str, queue: str) -> None:
+    def __init__(self, url: str, queue: str,
+                 on_queue_created: Callable[[], Awaitable[None]] | None = None) -> None:
         self.url = url
         self.names = Names(queue)
+        self.on_queue_created = on_queue_created
         self._connection: aiormq.abc.AbstractConnection | None = None
         self._publish_channel: aiormq.abc.AbstractChannel | None = None
         self._consumers: list[tuple[Handler, int]] = []
         self._subscriptions: list[tuple[aiormq.abc.AbstractChannel, str]] = []
-        self._connected = asyncio.Event()
-        self._watch: asyncio.Task[None] | None = None
+        self._broken = asyncio.Event()
+        self._reason = ""
+        self._publish_failing = False
+        self._generation = 0
+        """Bumped when a connection is dropped: its late close events are stale."""
         self._stopping = asyncio.Event()
+        self.supervisor: asyncio.Task[None] | None = None
+        """Keeps the broker connected and consuming; it ends only on stop()."""
 
     # -- lifecycle --------------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect (waiting for RabbitMQ as long as it takes) and keep connected."""
-        await self._connect_forever()
-        self._watch = asyncio.create_task(self._watch_connection(), name="broker-watch")
+        """Connect (waiting for RabbitMQ as long as it takes), then supervise."""
+        await self._connect_until_up()
+        self.supervisor = asyncio.create_task(self._supervise(), name="broker-supervisor")
 
     async def stop(self) -> None:
         self._stopping.set()
-        if self._watch is not None:
-            self._watch.cancel()
+        self._broken.set()
+        if self.supervisor is not None:
+            self.supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
-        if self._connection is not None:
-            with contextlib.suppress(Exception):
-                await self._connection.close()
+                await self.supervisor
+        await self._close()
 
     @property
-    def ready(self) -> bool:
+    def connected(self) -> bool:
         return self._connection is not None and not self._connection.is_closed
 
-    async def check(self) -> bool:
-        return self.ready
+    @property
+    def consuming(self) -> bool:
+        """Every registered consumer is subscribed on an open channel."""
+        if not self.connected or len(self._subscriptions) != len(self._consumers):
+            return False
+        return all(not channel.is_closed and tag in channel.consumers  # type: ignore[attr-defined]
+                   for channel, tag in self._subscriptions)
 
-    async def _connect_forever(self) -> None:
-        delay_s = 0.2
-        while True:
-            try:
-                await self._connect()
+    @property
+    def can_publish(self) -> bool:
+        """Connected with an open publish channel, and the last publish went through."""
+        channel = self._publish_channel
+        return self.connected and channel is not None and not channel.is_closed \
+            and not self._publish_failing
+
+    async def check(self) -> bool:
+        return self.connected
+
+    # -- supervision ------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        while not self._stopping.is_set():
+            await self._broken.wait()
+            if self._stopping.is_set():
                 return
-            except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as e:
-                logger.warning("RabbitMQ unavailable (%s); retrying in %.1fs", e, delay_s,
-                               extra={"event": "broker_unavailable"})
-                await asyncio.sleep(delay_s * (0.5 + random.random()))  # noqa: S311
-                delay_s = min(delay_s * 2, 10.0)
+            logger.warning("RabbitMQ: %s; reconnecting", self._reason,
+                           extra={"event": "broker_disconnected", "reason": self._reason})
+            await self._close()
+            await self._connect_until_up()
+
+    def _break(self, reason: str) -> None:
+        if not self._broken.is_set():
+            self._reason = reason
+            self._broken.set()
+
+    def _watch(self, resource: aiormq.abc.AbstractConnection | aiormq.abc.AbstractChannel,
+               what: str) -> None:
+        """Break when ``resource`` closes (for whatever reason)."""
+        observer = resource.closing
+        generation = self._generation
+
+        def closed(future: asyncio.Future[Any]) -> None:
+            if not future.cancelled():
+                future.exception()  # retrieved: the reason is logged by _supervise
+            if generation == self._generation:
+                self._break(f"{what} closed")
+
+        observer.add_done_callback(closed)
+
+    async def _connect_until_up(self) -> None:
+        await backoff.retry(self._connect_once, errors=CONNECT_ERRORS,
+                            what="connecting to RabbitMQ", base_s=0.2, cap_s=10.0)
+
+    async def _connect_once(self) -> None:
+        try:
+            await self._connect()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # we are being cancelled (stop)
+            # aiormq failed a pending call with CancelledError: its connection died.
+            raise ConnectionLost("connection dropped while connecting") from None
 
     async def _connect(self) -> None:
-        self._connected.clear()
-        connection = await asyncio.wait_for(aiormq.connect(self.url), 15)
+        connection = await asyncio.wait_for(aiormq.connect(self.url), CONNECT_TIMEOUT_S)
         try:
+            created = await declare(connection, self.names)
             channel = await connection.channel(publisher_confirms=True)
-            await declare(channel, self.names)
             subscriptions = [
                 await self._subscribe(connection, handler, prefetch)
                 for handler, prefetch in self._consumers
@@ -108,20 +174,36 @@ class Broker:
         self._connection = connection
         self._publish_channel = channel
         self._subscriptions = subscriptions
-        self._connected.set()
+        self._publish_failing = False
+        self._broken.clear()
+        self._watch(connection, "connection")
+        self._watch(channel, "publish channel")
+        for sub_channel, _ in subscriptions:
+            self._watch(sub_channel, "consumer channel")
         logger.info("connected to RabbitMQ", extra={"event": "broker_connected"})
+        if created:
+            logger.warning("queue %s was missing and has been created", self.names.queue,
+                           extra={"event": "queue_created", "queue": self.names.queue})
+            if self.on_queue_created is not None:
+                await self._notify_queue_created()
 
-    async def _watch_connection(self) -> None:
-        while not self._stopping.is_set():
-            assert self._connection is not None
-            # ``closing`` may end with CancelledError (a missed heartbeat):
-            # wait for it without letting that cancel this watcher.
-            await asyncio.wait([self._connection.closing])
-            if self._stopping.is_set():
-                return
-            logger.warning("RabbitMQ connection lost; reconnecting",
-                           extra={"event": "broker_disconnected"})
-            await self._connect_forever()
+    async def _notify_queue_created(self) -> None:
+        assert self.on_queue_created is not None
+        try:
+            await self.on_queue_created()
+        except Exception:
+            # Queued rows then wait for their lease to run out instead.
+            logger.exception("could not re-publish the ids of a missing queue",
+                             extra={"event": "requeue_failed"})
+
+    async def _close(self) -> None:
+        self._generation += 1
+        connection, self._connection = self._connection, None
+        self._publish_channel = None
+        self._subscriptions = []
+        if connection is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(connection.close(), 5)
 
     # -- publishing -------------------------------------------------------------
 
@@ -134,6 +216,10 @@ class Broker:
             *(self._publish_one(channel, i) for i in ids), return_exceptions=True
         )
         failures = [r for r in results if r is not None]
+        self._publish_failing = bool(failures)
+        if any(isinstance(f, aiormq.exceptions.PublishError) for f in failures):
+            # Returned unroutable: the queue is gone.  Reconnecting declares it.
+            self._break("a publish found no queue")
         if failures:
             raise PublishFailed(f"{len(failures)} of {len(results)} publishes failed: "
                                 f"{failures[0]!r}")
@@ -158,15 +244,18 @@ class Broker:
     async def consume(self, handler: Handler, prefetch: int) -> None:
         """Deliver every message of the main queue to ``handler`` (also after reconnects)."""
         self._consumers.append((handler, prefetch))
-        if self._connection is not None and not self._connection.is_closed:
-            self._subscriptions.append(
-                await self._subscribe(self._connection, handler, prefetch)
-            )
+        if self.connected:
+            assert self._connection is not None
+            channel, tag = await self._subscribe(self._connection, handler, prefetch)
+            self._subscriptions.append((channel, tag))
+            self._watch(channel, "consumer channel")
 
     async def cancel_consumers(self) -> None:
         """Stop taking deliveries; unacked ones stay ours until acked or the channel closes."""
         self._consumers.clear()
-        for channel, tag in self._subscriptions:
+        subscriptions, self._subscriptions = self._subscriptions, []
+        for channel, tag in subscriptions:
+            channel.on_consumer_cancel_callbacks.clear()
             with contextlib.suppress(Exception):
                 await channel.basic_cancel(tag)
 
@@ -174,13 +263,32 @@ class Broker:
                          prefetch: int) -> tuple[aiormq.abc.AbstractChannel, str]:
         channel = await connection.channel()
         await channel.basic_qos(prefetch_count=prefetch)
+
+        generation = self._generation
+
+        async def cancelled(_: Any) -> None:
+            if generation == self._generation:
+                self._break("consumer cancelled by the broker")
+
+        channel.on_consumer_cancel_callbacks.add(cancelled)
         ok = await channel.basic_consume(self.names.queue, handler, no_ack=False)
         assert ok.consumer_tag is not None
         return channel, ok.consumer_tag
 
 
-async def declare(channel: aiormq.abc.AbstractChannel, names: Names) -> None:
-    """Declare the topology; idempotent, so every process does it at start."""
+async def declare(connection: aiormq.abc.AbstractConnection, names: Names) -> bool:
+    """Declare the topology (idempotent, so every process does it at start);
+    True if the main queue did not exist before."""
+    probe = await connection.channel()
+    try:
+        await probe.queue_declare(names.queue, passive=True)
+        created = False
+    except aiormq.exceptions.ChannelNotFoundEntity:
+        created = True  # the failed passive declare closed the probe channel
+    finally:
+        if not probe.is_closed:
+            await probe.close()
+    channel = await connection.channel()
     await channel.exchange_declare(names.dead_exchange, exchange_type="fanout", durable=True)
     await channel.queue_declare(
         names.dead_queue, durable=True, arguments={"x-queue-type": "quorum"}
@@ -197,6 +305,8 @@ async def declare(channel: aiormq.abc.AbstractChannel, names: Names) -> None:
         },
     )
     await channel.queue_bind(names.queue, names.exchange, routing_key=names.queue)
+    await channel.close()
+    return created
 
 
 async def ack(message: DeliveredMessage) -> None:

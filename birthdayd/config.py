@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import click
-from apscheduler.triggers.cron import CronTrigger
 
 ROLES = ("api", "worker", "scheduler")
 
@@ -74,54 +73,16 @@ class Cron(click.ParamType[str, Any]):
     name = "cron"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from birthdayd import crontab  # noqa: PLC0415 - settings load without APScheduler
+
         text = str(value).strip()
         try:
-            cron_trigger(text)
+            crontab.cron_trigger(text)
         except ValueError as e:
             self.fail(f"{text!r} is not a valid cron expression: {e}", param, ctx)
         return text
 
 
-_DOW_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
-
-
-def _crontab_dow(field: str) -> str:
-    """Crontab numbers days of the week from 0 = Sunday (7 too); APScheduler 3
-    from 0 = Monday.  Numeric parts (``0``, ``1-5``, ``*/2``, ``1-5/2``) are
-    expanded with crontab's meaning into day names, which both agree on."""
-    parts = []
-    for part in field.split(","):
-        match = re.fullmatch(r"(\*|(\d+)(?:-(\d+))?)(?:/(\d+))?", part)
-        if not match:
-            parts.append(part)  # names, e.g. mon-fri
-            continue
-        _, first, last, step = match.groups()
-        low, high = (0, 6) if first is None else (int(first), int(last or first))
-        if step is not None and first is not None and last is None:
-            high = 6  # "1/2" means from Monday on, every other day
-        if not 0 <= low <= high <= 7 or (step is not None and int(step) == 0):
-            raise ValueError(f"day of week {part!r} is out of range 0-7")
-        days = range(low, high + 1, int(step or 1))
-        parts.extend(sorted({_DOW_NAMES[d % 7] for d in days}, key=_DOW_NAMES.index))
-    return ",".join(parts)
-
-
-def cron_trigger(expr: str) -> CronTrigger:
-    fields = expr.split()
-    if len(fields) == 5:
-        fields = ["0", *fields]
-    if len(fields) == 6:
-        second, minute, hour, day, month, dow = fields
-        return CronTrigger(
-            second=second,
-            minute=minute,
-            hour=hour,
-            day=day,
-            month=month,
-            day_of_week=_crontab_dow(dow),
-            timezone=dt.UTC,
-        )
-    raise ValueError(f"expected 5 fields (or 6 with seconds), got {len(fields)}")
 
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
@@ -184,6 +145,7 @@ def _count(minimum: int, maximum: int | None = None) -> click.IntRange:
 class Settings:
     database_url: str = "postgresql://postgres@localhost:5432/birthday"
     database_pool_size: int = 10
+    database_timeout: dt.timedelta = dt.timedelta(seconds=30)
     rabbitmq_url: str = "amqp://guest:guest@localhost:5672/"
     queue_name: str = "birthday-messages"
     queue_concurrency: int = 50
@@ -209,6 +171,28 @@ class Settings:
 
 
 @dataclasses.dataclass(frozen=True)
+class WorkerConfig:
+    concurrency: int
+    max_retries: int
+    backoff_delay_ms: int
+    email_timeout_ms: int
+    send_hour: int
+    max_lateness: dt.timedelta
+    lease_margin: dt.timedelta
+    """A row in sending stays its worker's until due (or claimed for a call),
+    plus the provider timeout, plus this; then recovery presumes it dead."""
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> WorkerConfig:
+        return cls(s.queue_concurrency, s.queue_max_retries, s.queue_backoff_delay_ms,
+                   s.email_api_timeout_ms, s.send_hour, s.max_lateness, s.lease_margin)
+
+    @property
+    def call_lease(self) -> dt.timedelta:
+        return dt.timedelta(milliseconds=self.email_timeout_ms) + self.lease_margin
+
+
+@dataclasses.dataclass(frozen=True)
 class _Option:
     name: str  # Settings field
     flag: str
@@ -219,11 +203,44 @@ class _Option:
 
 _D = Settings()
 
+
+@dataclasses.dataclass(frozen=True)
+class SchedulerConfig:
+    """The scheduler role's settings; its defaults are the Settings defaults."""
+
+    cron_minute: str = _D.cron_minute_schedule
+    cron_recovery: str = _D.cron_recovery_schedule
+    cron_daily: str = _D.cron_daily_schedule
+    send_hour: int = _D.send_hour
+    max_lateness: dt.timedelta = _D.max_lateness
+    publish_lease: dt.timedelta = _D.lease_margin
+    """How long a claimed row may wait for its publish to be confirmed."""
+    call_lease: dt.timedelta = (dt.timedelta(milliseconds=_D.email_api_timeout_ms)
+                                + _D.lease_margin)
+    """The grace a called row whose lease ran out gets before it is taken back
+    (the worker's lease for a call: provider timeout plus margin)."""
+    stop_grace_s: float = _D.shutdown_grace_s
+    """How long stop() lets a running job finish its current batch."""
+    batch: int = 1000
+    """Rows per claim, expiry and recovery statement."""
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> SchedulerConfig:
+        return cls(cron_minute=s.cron_minute_schedule, cron_recovery=s.cron_recovery_schedule,
+                   cron_daily=s.cron_daily_schedule, send_hour=s.send_hour,
+                   max_lateness=s.max_lateness, publish_lease=s.lease_margin,
+                   call_lease=WorkerConfig.from_settings(s).call_lease,
+                   stop_grace_s=s.shutdown_grace_s)
+
+
 OPTIONS = (
     _Option("database_url", "--database-url", "DATABASE_URL", Url("postgresql", "postgres"),
             "PostgreSQL URL."),
     _Option("database_pool_size", "--database-pool-size", "DATABASE_POOL_SIZE", _count(1, 1000),
             "asyncpg pool max size."),
+    _Option("database_timeout", "--database-timeout", "DATABASE_TIMEOUT", Duration(),
+            "Longest any one statement, or a wait for a pooled connection, may take; "
+            "a hung query then fails (and is retried) instead of wedging the process."),
     _Option("rabbitmq_url", "--rabbitmq-url", "RABBITMQ_URL", Url("amqp", "amqps"),
             "RabbitMQ URL."),
     _Option("queue_name", "--queue-name", "QUEUE_NAME", str,

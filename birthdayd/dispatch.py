@@ -10,11 +10,15 @@ once.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import logging
 import uuid
 
 from birthdayd import broker as broker_mod
 from birthdayd import retry, store
+
+logger = logging.getLogger(__name__)
 
 QUEUED_LEASE = dt.timedelta(seconds=retry.QUEUED_LEASE_S)
 
@@ -24,8 +28,14 @@ async def publish_claimed(
 ) -> None:
     try:
         await broker.publish(ids)
-    except Exception:
-        # If even this fails, the publish lease runs out and recovery acts.
-        await store.unclaim(db, ids, now)
+    except BaseException:
+        # Failed, or cancelled (a SIGTERM mid-tick): hand the rows straight
+        # back, shielded so that a cancelled caller still does it.  If even
+        # this fails, the publish lease runs out and recovery acts.
+        try:
+            await asyncio.shield(store.unclaim(db, ids, now))
+        except Exception:
+            logger.exception("could not hand back %d unpublished rows", len(ids),
+                             extra={"event": "unclaim_failed"})
         raise
     await store.extend_lease(db, ids, now + QUEUED_LEASE)

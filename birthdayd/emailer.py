@@ -17,7 +17,7 @@ class Result:
     outcome: retry.Outcome
     error: str | None = None
     timed_out: bool = False
-    """The provider may have accepted and answered too late (DESIGN §3.5)."""
+    """The provider may have accepted and answered too late (docs/ARCHITECTURE.md §5)."""
 
 
 class Emailer:

@@ -15,7 +15,8 @@ from typing import Any
 
 import asyncpg
 
-from birthdayd import BirthdaydError, occasions, schedule, store, validation
+from birthdayd import BirthdaydError, calendar_rules, occasions, store, validation
+from birthdayd import clock as clock_mod
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ async def plan_many(
             if origin is None:
                 continue
             after = latest.get((user["id"], occasion))
-            nxt = schedule.next_greeting(origin, zone, send_hour, now, after=after)
+            nxt = calendar_rules.next_greeting(origin, zone, send_hour, now, after=after)
             plans.append((user["id"], occasion, nxt.date, nxt.send_at))
     await store.insert_messages(db, plans, now)
 
@@ -116,20 +117,26 @@ async def create_user(
 
 
 async def update_user(
-    pool: asyncpg.Pool, user_id: uuid.UUID, body: Any, now: dt.datetime, send_hour: int
+    pool: asyncpg.Pool, user_id: uuid.UUID, body: Any, clock: clock_mod.Clock, send_hour: int
 ) -> bool:
     """Apply a PUT body (any subset of fields); False if there is no such user.
 
     Validation runs on the locked row, so concurrent edits of different fields
     both survive.  When an occasion's date or the zone changes, its greetings
-    that are not due yet are replaced; one already due, in flight or done
-    stays, the next is planned after it, and the UNIQUE key keeps a greeting
-    for the same date from going twice.
+    that are not due yet are replaced, also one published ahead of its
+    instant or held by a worker waiting for it; one already due, in flight
+    or done stays, the next is planned after it, and the UNIQUE key keeps a
+    greeting for the same date from going twice.
+
+    The clock is read once the user's row is locked: a worker locks it too
+    right before its provider call, so "not due yet" here means no call has
+    been made.
     """
     async with pool.acquire() as conn, conn.transaction():
         before = await store.lock_user(conn, user_id)
         if before is None:
             return False
+        now = clock.now()
         fields, errors = validation.validate_user(body, now, dict(before))
         if errors:
             raise Invalid(errors)
@@ -140,7 +147,7 @@ async def update_user(
         assert after is not None
         changed = changed_occasions(before, after)
         if changed:
-            await store.drop_scheduled(conn, user_id, changed, now)
+            await store.drop_unsent(conn, user_id, changed, now)
             await plan(conn, after, now, send_hour, changed)
     return True
 

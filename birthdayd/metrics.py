@@ -24,7 +24,7 @@ BREAKER_OPEN = Gauge("birthdayd_breaker_open", "1 while the provider circuit bre
 POSSIBLE_DUPLICATES = Counter(
     "birthdayd_possible_duplicates_total",
     "Retries after the provider may already have accepted (a timeout, or a lease that ran out "
-    "in sending): the two duplicate windows of DESIGN §3.5.",
+    "in sending): the two duplicate windows of docs/ARCHITECTURE.md §5.",
     ["reason"],
 )
 TICK_CLAIMED = Counter("birthdayd_tick_claimed_total", "Rows claimed and published by ticks.")

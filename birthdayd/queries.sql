@@ -1,6 +1,6 @@
 -- Every statement birthdayd runs, one named block each; store.py has a method
 -- per name.  Instants are always parameters: SQL never calls now() to decide
--- what is due (DESIGN §3.3).
+-- what is due (docs/ARCHITECTURE.md §4.3).
 
 -- name: insert_user
 INSERT INTO users (id, first_name, last_name, email, birthday, anniversary, location,
@@ -55,11 +55,16 @@ WHERE id = ANY($1::uuid[]) AND deleted_at IS NULL
 ORDER BY id
 FOR UPDATE;
 
--- name: drop_scheduled
+-- name: drop_unsent
 -- An edit replaces the greetings of the changed occasions that are not due
--- yet; one already due (owed, if not yet claimed), in flight or done stays.
+-- yet, wherever they are: planned, published ahead of their instant, or held
+-- by a worker waiting for it (which then finds no row and makes no call).
+-- One already due (owed), in flight or done stays.  $3 is read after the
+-- user's row is locked, and a worker locks the user before its provider
+-- call (claim_call), so no greeting this deletes can have been offered.
 DELETE FROM messages
-WHERE user_id = $1 AND status = 'scheduled' AND occasion = ANY($2::text[]) AND send_at > $3;
+WHERE user_id = $1 AND status IN ('scheduled', 'queued', 'retrying', 'sending')
+  AND occasion = ANY($2::text[]) AND send_at > $3;
 
 -- name: cancel_pending
 UPDATE messages SET status = 'cancelled', lease_until = NULL, updated_at = $2
@@ -172,14 +177,14 @@ WHERE id = $1 AND status = 'retrying'
 RETURNING id;
 
 -- name: start_sending
--- The one transition that entitles a worker to call the provider, for a
--- batch of delivered ids.  Batch statements here find their rows by id
--- alone, behind an OFFSET 0 fence, then check the status: a status condition
--- the planner could use let stale statistics (a mass change of status at
--- 09:00) pick a scan of every queued row for each batch.  Rows are locked in
--- id order, so concurrent batches wait for each other but never deadlock.
--- The lease covers waiting until due (published ahead) plus $2 (timeout and
--- margin).
+-- The transition that makes a delivered id this worker's, for a batch of
+-- delivered ids; the provider is called only after claim_call re-asserts it.
+-- Batch statements here find their rows by id alone, behind an OFFSET 0
+-- fence, then check the status: a status condition the planner could use
+-- let stale statistics (a mass change of status at 09:00) pick a scan of
+-- every queued row for each batch.  Rows are locked in id order, so
+-- concurrent batches wait for each other but never deadlock.  The lease
+-- covers waiting until due (published ahead) plus $2 (timeout and margin).
 WITH mine AS (
     SELECT id FROM (
         SELECT id, status FROM messages
@@ -191,32 +196,46 @@ WITH mine AS (
     WHERE status = 'queued'
 )
 UPDATE messages m
-SET status = 'sending', attempts = m.attempts + 1,
+SET status = 'sending', attempts = m.attempts + 1, called_at = NULL, stale_since = NULL,
     lease_until = greatest(m.due_at, $3) + $2::interval, updated_at = $3
-FROM mine, users u
-WHERE m.id = mine.id AND u.id = m.user_id AND u.deleted_at IS NULL
+FROM mine
+WHERE m.id = mine.id
 RETURNING m.id, m.user_id, m.occasion, m.occasion_date, m.send_at, m.due_at, m.attempts,
-          m.redriven_at, u.first_name, u.last_name, u.email, u.location,
-          u.birthday, u.anniversary;
+          m.redriven_at;
 
 -- name: started_at
--- The rows a start_sending stamped with $2 (its commit's answer was lost).
+-- The rows a start_sending stamped with one of $2 (a commit whose answer
+-- was lost, before a retry).
 SELECT m.id, m.user_id, m.occasion, m.occasion_date, m.send_at, m.due_at, m.attempts,
-       m.redriven_at, u.first_name, u.last_name, u.email, u.location,
-       u.birthday, u.anniversary
+       m.redriven_at
 FROM (
     SELECT * FROM messages WHERE id = ANY($1::uuid[]) OFFSET 0
 ) AS m
-JOIN users u ON u.id = m.user_id
-WHERE m.status = 'sending' AND m.updated_at = $2;
+WHERE m.status = 'sending' AND m.updated_at = ANY($2::timestamptz[]);
 
--- name: cancel_if_deleted
--- A queued greeting whose user was deleted meanwhile is cancelled, not sent.
-UPDATE messages m SET status = 'cancelled', lease_until = NULL, updated_at = $2
-FROM users u
-WHERE m.id = $1 AND m.status IN ('queued', 'sending') AND u.id = m.user_id
-  AND u.deleted_at IS NOT NULL
-RETURNING m.id;
+-- name: claim_call
+-- claim_call: right before the provider call, one statement re-asserts that
+-- the row is still this worker's ($1 id, sending at attempt $2) and returns
+-- the name and e-mail to send with, as they are now.  The user's row is
+-- locked first (users before messages, like every writer), so an edit or a
+-- delete either committed before this and wins, or waits until it is done.
+-- A greeting whose user was deleted is cancelled here instead (status
+-- 'cancelled' in the answer).  called_at marks that the provider may now
+-- receive it; the lease restarts for the call ($3).
+WITH target AS (
+    SELECT u.id, u.first_name, u.last_name, u.email, u.deleted_at
+    FROM users u
+    WHERE u.id = (SELECT user_id FROM messages WHERE id = $1)
+    FOR SHARE
+)
+UPDATE messages m
+SET status = CASE WHEN t.deleted_at IS NULL THEN 'sending' ELSE 'cancelled' END,
+    called_at = CASE WHEN t.deleted_at IS NULL THEN $4::timestamptz END,
+    lease_until = CASE WHEN t.deleted_at IS NULL THEN $3::timestamptz END,
+    updated_at = $4
+FROM target t
+WHERE m.id = $1 AND m.status = 'sending' AND m.attempts = $2 AND m.user_id = t.id
+RETURNING m.status, t.first_name, t.last_name, t.email;
 
 -- name: release
 -- Handed back without a provider call (breaker open, or sent too early):
@@ -266,20 +285,46 @@ RETURNING id;
 
 -- name: recover_stale
 -- Rows whose lease ran out (a scheduler or worker died, or a publish was
--- lost) go back to the scheduler, due now.  Returns the state each was
--- taken from: one taken from sending may already have been accepted.
+-- lost) go back to the scheduler, due now.  A row in sending that may have
+-- reached the provider (called_at set) gets one grace first: the first
+-- sweep marks it and extends its lease by $3, the next takes it back, so a
+-- live worker that could not reach PostgreSQL records its answer instead of
+-- having the greeting sent twice.  Returns the state each row was taken
+-- from and whether it was called; granted rows come back with taken false.
 WITH stale AS (
-    SELECT id, status FROM messages
+    SELECT id, status, called_at IS NOT NULL AS called,
+           status = 'sending' AND called_at IS NOT NULL AND stale_since IS NULL AS grace
+    FROM messages
     WHERE status IN ('queued', 'sending') AND lease_until < $1
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 )
 UPDATE messages m
-SET status = 'retrying', due_at = $1, lease_until = NULL, updated_at = $1,
-    last_error = coalesce(m.last_error, 'lease expired in ' || stale.status)
+SET status = CASE WHEN stale.grace THEN m.status ELSE 'retrying' END,
+    due_at = CASE WHEN stale.grace THEN m.due_at ELSE $1 END,
+    lease_until = CASE WHEN stale.grace THEN $1 + $3::interval END,
+    stale_since = CASE WHEN stale.grace THEN $1::timestamptz END,
+    updated_at = $1,
+    last_error = CASE WHEN stale.grace THEN m.last_error
+                      ELSE coalesce(m.last_error, 'lease expired in ' || stale.status) END
 FROM stale
 WHERE m.id = stale.id
-RETURNING m.id, stale.status AS taken_from;
+RETURNING m.id, stale.status AS taken_from, stale.called, NOT stale.grace AS taken;
+
+-- name: requeue_queued
+-- The main queue was missing (deleted, or the broker lost its data): every
+-- queued id it held is gone, so hand the queued rows back, due now; the
+-- next tick publishes them again.  A second copy of an id still in a queue
+-- costs one dropped redelivery.
+UPDATE messages m
+SET status = 'retrying', due_at = $1, lease_until = NULL, updated_at = $1
+FROM (
+    SELECT id FROM messages WHERE status = 'queued'
+    ORDER BY id
+    FOR UPDATE SKIP LOCKED
+) AS lost
+WHERE m.id = lost.id
+RETURNING m.id;
 
 -- name: users_page_needs
 -- A page of live users, each with the occasions that have no greeting in

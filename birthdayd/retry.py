@@ -16,7 +16,7 @@ class Outcome(enum.Enum):
 
 
 def classify(status: int) -> Outcome:
-    """DESIGN §1.3: 2xx sent; 408, 429 and 5xx retried; any other answer permanent."""
+    """docs/ARCHITECTURE.md §1: 2xx sent; 408, 429 and 5xx retried; any other answer permanent."""
     if 200 <= status < 300:
         return Outcome.SENT
     if status in (408, 429) or status >= 500:

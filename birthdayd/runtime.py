@@ -1,4 +1,11 @@
-"""Wiring: open shared resources, start the roles, stop them in reverse."""
+"""Wiring: open shared resources, start the roles, stop them in reverse.
+
+Resources and roles are entered on one :class:`contextlib.AsyncExitStack`, so
+whatever started is stopped, in reverse order, however the start ended.
+Background tasks are supervised: one that ends while the daemon is not
+stopping stops it with exit code 1, so systemd, compose or Kubernetes
+restart it (nothing runs headless).
+"""
 
 from __future__ import annotations
 
@@ -6,19 +13,24 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 import asyncpg
 from aiohttp import web
 
-from birthdayd import BirthdaydError, api, clock, logs, migrations, retry
+from birthdayd import BirthdaydError, api, backoff, clock, logs, migrations, retry, store
 from birthdayd import broker as broker_mod
+from birthdayd import deliveries as deliveries_mod
 from birthdayd import emailer as emailer_mod
 from birthdayd import scheduler as scheduler_mod
 from birthdayd import worker as worker_mod
-from birthdayd.config import ROLES, Settings
+from birthdayd.config import ROLES, SchedulerConfig, Settings, WorkerConfig
 
 logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_TASK_DIED = 1
 
 
 class SchemaNotReady(BirthdaydError):
@@ -31,27 +43,55 @@ def make_clock(settings: Settings) -> clock.Clock:
     return clock.SystemClock()
 
 
+class Supervisor:
+    """Watches background tasks: one that ends before the daemon stops (an
+    exception, or returning) is logged and stops the daemon with exit 1."""
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        self._stop = stop
+        self.failed: list[str] = []
+
+    def watch(self, task: asyncio.Task[None], name: str) -> None:
+        def done(finished: asyncio.Task[None]) -> None:
+            if self._stop.is_set():
+                return
+            error = None if finished.cancelled() else finished.exception()
+            logger.critical("background task %s ended unexpectedly; stopping", name,
+                            exc_info=error, extra={"event": "task_died", "task": name})
+            self.failed.append(name)
+            self._stop.set()
+
+        task.add_done_callback(done)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_TASK_DIED if self.failed else EXIT_OK
+
+
 async def open_pool(settings: Settings, stop: asyncio.Event) -> asyncpg.Pool | None:
     """Connect, waiting for PostgreSQL as long as it takes (or until told to stop)."""
-    delay_s = 0.2
-    while not stop.is_set():
+    timeout_s = settings.database_timeout.total_seconds()
+
+    async def connect() -> asyncpg.Pool:
         try:
             return await asyncpg.create_pool(
                 settings.database_url,
                 min_size=min(2, settings.database_pool_size),
                 max_size=settings.database_pool_size,
+                # A hung statement fails instead of wedging a drain; a pooled
+                # connection is then released, so no acquire waits forever.
+                command_timeout=timeout_s,
+                timeout=timeout_s,
             )
-        except (TimeoutError, OSError, asyncpg.PostgresError) as e:
-            if isinstance(e, asyncpg.InvalidCatalogNameError):
-                raise SchemaNotReady(
-                    f"{e}; run 'birthdayd migrate --create-db' first"
-                ) from e
-            logger.warning("PostgreSQL unavailable (%s); retrying in %.1fs", e, delay_s,
-                           extra={"event": "database_unavailable"})
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay_s)
-            delay_s = min(delay_s * 2, 10.0)
-    return None
+        except asyncpg.InvalidCatalogNameError as e:
+            raise SchemaNotReady(f"{e}; run 'birthdayd migrate --create-db' first") from e
+
+    try:
+        return await backoff.retry(connect, errors=(TimeoutError, OSError, asyncpg.PostgresError),
+                                   what="connecting to PostgreSQL", base_s=0.2, cap_s=10.0,
+                                   give_up=stop)
+    except backoff.GaveUp:
+        return None
 
 
 async def check_schema(pool: asyncpg.Pool) -> None:
@@ -75,97 +115,116 @@ async def run(settings: Settings, roles: Sequence[str]) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     the_clock = make_clock(settings)
+    supervisor = Supervisor(stop)
 
     pool = await open_pool(settings, stop)
     if pool is None:
-        return 0
-    broker = broker_mod.Broker(settings.rabbitmq_url, settings.queue_name)
-    emailer = emailer_mod.Emailer(
-        settings.email_api_url, settings.email_api_timeout_ms, settings.queue_concurrency
-    )
-    sched: scheduler_mod.Scheduler | None = None
-    work: worker_mod.Worker | None = None
-    runner: web.AppRunner | None = None
-    try:
+        return EXIT_OK
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(_closed_pool, pool)
         await check_schema(pool)
 
-        async def db_ready() -> bool:
-            await pool.fetchval("SELECT 1", timeout=2)
-            return True
+        async def requeue_lost() -> None:
+            count = await store.requeue_queued(pool, the_clock.now())
+            logger.warning("handed back %d queued greetings to publish again", count,
+                           extra={"event": "requeued", "count": count})
 
-        deps = api.Deps(
-            pool=pool,
-            clock=the_clock,
-            send_hour=settings.send_hour,
-            api_token=settings.api_token,
-            ready_checks={"postgresql": db_ready, "rabbitmq": broker.check},
-            serve_api="api" in roles,
-        )
-        runner = web.AppRunner(api.create_app(deps), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, settings.host, settings.port)
-        await site.start()
-        logger.info("listening on %s:%d (roles: %s)", settings.host, settings.port,
-                    ",".join(roles), extra={"event": "started", "roles": list(roles)})
+        broker = broker_mod.Broker(settings.rabbitmq_url, settings.queue_name,
+                                   on_queue_created=requeue_lost)
+        runner = await _serve_http(settings, roles, pool, the_clock, broker)
+        stack.push_async_callback(runner.cleanup)
 
-        connect = asyncio.create_task(broker.start())
-        stopped = asyncio.create_task(stop.wait())
-        await asyncio.wait({connect, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        if not connect.done():
-            connect.cancel()
-            return 0
+        if not await _first(broker.start(), stop):
+            return EXIT_OK
+        stack.push_async_callback(broker.stop)
+        assert broker.supervisor is not None
+        supervisor.watch(broker.supervisor, "broker-supervisor")
 
         if "worker" in roles:
+            config = WorkerConfig.from_settings(settings)
+            emailer = emailer_mod.Emailer(settings.email_api_url, settings.email_api_timeout_ms,
+                                          settings.queue_concurrency)
             await emailer.start()
-            breaker = retry.Breaker(
-                settings.breaker_error_threshold_pct, settings.breaker_reset_timeout_ms / 1000
-            )
+            stack.push_async_callback(emailer.stop)
             work = worker_mod.Worker(
-                pool, broker, emailer, breaker, the_clock,
-                worker_mod.WorkerConfig(
-                    concurrency=settings.queue_concurrency,
-                    max_retries=settings.queue_max_retries,
-                    backoff_delay_ms=settings.queue_backoff_delay_ms,
-                    email_timeout_ms=settings.email_api_timeout_ms,
-                    send_hour=settings.send_hour,
-                    max_lateness=settings.max_lateness,
-                    lease_margin=settings.lease_margin,
-                ),
-            )
+                deliveries_mod.Deliveries(pool, the_clock, send_hour=settings.send_hour,
+                                          call_lease=config.call_lease),
+                broker, emailer,
+                retry.Breaker(settings.breaker_error_threshold_pct,
+                              settings.breaker_reset_timeout_ms / 1000),
+                the_clock, config)
             await work.start()
+            stack.push_async_callback(work.stop, settings.shutdown_grace_s)
         if "scheduler" in roles:
-            sched = scheduler_mod.Scheduler(
-                pool, broker, the_clock,
-                scheduler_mod.SchedulerConfig(
-                    cron_minute=settings.cron_minute_schedule,
-                    cron_recovery=settings.cron_recovery_schedule,
-                    cron_daily=settings.cron_daily_schedule,
-                    send_hour=settings.send_hour,
-                    max_lateness=settings.max_lateness,
-                    publish_lease=settings.lease_margin,
-                ),
-            )
+            sched = scheduler_mod.Scheduler(pool, broker, the_clock,
+                                            SchedulerConfig.from_settings(settings))
             await sched.start()
-        await stopped
+            stack.push_async_callback(sched.stop)
+        await stop.wait()
         logger.info("stopping", extra={"event": "stopping"})
-        return 0
-    finally:
-        if sched is not None:
-            await sched.stop()
-        if work is not None:
-            await work.stop(settings.shutdown_grace_s)
-        if runner is not None:
-            await runner.cleanup()
-        await broker.stop()
-        await emailer.stop()
-        await pool.close()
-        logger.info("stopped", extra={"event": "stopped"})
+    logger.info("stopped", extra={"event": "stopped", "exit_code": supervisor.exit_code})
+    return supervisor.exit_code
+
+
+async def _first(start: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Run ``start`` unless ``stop`` is set first; True if it completed."""
+    starting = asyncio.ensure_future(start)
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not starting.done():
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
+        return False
+    starting.result()  # a start that failed fails the run
+    return True
+
+
+async def _serve_http(settings: Settings, roles: Sequence[str], pool: asyncpg.Pool,
+                      the_clock: clock.Clock, broker: broker_mod.Broker) -> web.AppRunner:
+    async def db_ready() -> bool:
+        await pool.fetchval("SELECT 1", timeout=2)
+        return True
+
+    async def consuming() -> bool:
+        return broker.consuming
+
+    async def publishing() -> bool:
+        return broker.can_publish
+
+    # /ready reports each role's own work, beside the two servers every role needs.
+    checks = {"postgresql": db_ready, "rabbitmq": broker.check}
+    if "worker" in roles:
+        checks["consuming"] = consuming
+    if "scheduler" in roles:
+        checks["publishing"] = publishing
+    deps = api.Deps(pool=pool, clock=the_clock, send_hour=settings.send_hour,
+                    api_token=settings.api_token, ready_checks=checks,
+                    serve_api="api" in roles)
+    runner = web.AppRunner(api.create_app(deps), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.host, settings.port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    logger.info("listening on %s:%d (roles: %s)", settings.host, settings.port,
+                ",".join(roles), extra={"event": "started", "roles": list(roles)})
+    return runner
+
+
+async def _closed_pool(pool: asyncpg.Pool) -> None:
+    try:
+        await asyncio.wait_for(pool.close(), 10)
+    except TimeoutError:
+        pool.terminate()
 
 
 def main(settings: Settings, roles: Sequence[str]) -> int:
     logs.setup(settings.log_level, settings.log_format)
     try:
-        import uvloop  # noqa: PLC0415 - optional speed-up (+25-35%, DESIGN §6)
+        import uvloop  # noqa: PLC0415 - optional speed-up (+25-35% measured, see README)
     except ImportError:
         return asyncio.run(run(settings, roles))
     return uvloop.run(run(settings, roles))

@@ -8,7 +8,7 @@ tests drive it with a manual clock; APScheduler only decides when to call it.
 
 from __future__ import annotations
 
-import dataclasses
+import asyncio
 import datetime as dt
 import logging
 import time
@@ -19,24 +19,14 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from birthdayd import broker as broker_mod
 from birthdayd import clock as clock_mod
-from birthdayd import config, dispatch, greetings, metrics, store
+from birthdayd import config, crontab, dispatch, greetings, metrics, store
+from birthdayd.config import SchedulerConfig
+from birthdayd.states import Status
 
 logger = logging.getLogger(__name__)
 
 # Ticks fire a little late; publish this much beyond the next tick as well.
 AHEAD_MARGIN = dt.timedelta(seconds=2)
-
-
-@dataclasses.dataclass(frozen=True)
-class SchedulerConfig:
-    cron_minute: str = "* * * * *"
-    cron_recovery: str = "*/10 * * * *"
-    cron_daily: str = "0 0 * * *"
-    send_hour: int = 9
-    max_lateness: dt.timedelta = dt.timedelta(days=7)
-    publish_lease: dt.timedelta = dt.timedelta(seconds=60)
-    """How long a claimed row may wait for its publish to be confirmed."""
-    batch: int = 1000
 
 
 class Scheduler:
@@ -46,8 +36,10 @@ class Scheduler:
         self.broker = broker
         self.clock = clock
         self.cfg = cfg
-        self._tick_trigger = config.cron_trigger(cfg.cron_minute)
+        self._tick_trigger = crontab.cron_trigger(cfg.cron_minute)
         self._aps: AsyncIOScheduler | None = None
+        self._stopping = False
+        self._running: set[asyncio.Task[object]] = set()
 
     # -- the jobs ---------------------------------------------------------------
 
@@ -63,7 +55,7 @@ class Scheduler:
                              extra={"event": "expire_failed"})
         published = 0
         started_s = time.monotonic()
-        while True:
+        while not self._stopping:
             # A long catch-up must not hand out leases that already ran out.
             batch_now = now + dt.timedelta(seconds=time.monotonic() - started_s)
             # Committed before publishing: a worker must find the row queued.
@@ -107,18 +99,29 @@ class Scheduler:
         return expired
 
     async def recover(self, now: dt.datetime) -> int:
-        """Take back rows whose lease ran out in queued or sending."""
-        recovered = 0
+        """Take back rows whose lease ran out in queued or sending; a row that
+        may have reached the provider gets one more lease first."""
+        recovered = graced = 0
         while True:
-            rows = await store.recover_stale(self.pool, now, self.cfg.batch)
+            rows = await store.recover_stale(self.pool, now, self.cfg.batch,
+                                             self.cfg.call_lease)
             for row in rows:
+                if not row["taken"]:
+                    graced += 1
+                    continue
+                recovered += 1
                 metrics.RECOVERED.labels(row["taken_from"]).inc()
-                if row["taken_from"] == "sending":
-                    # The worker died mid-call: the provider may have accepted.
+                if row["taken_from"] == Status.SENDING and row["called"]:
+                    # Its worker died (or lost PostgreSQL for longer than the
+                    # grace) between the provider call and the record: the
+                    # provider may have accepted.
                     metrics.POSSIBLE_DUPLICATES.labels("lease_expired").inc()
-            recovered += len(rows)
             if len(rows) < self.cfg.batch:
                 break
+        if graced:
+            logger.warning("%d greetings in a provider call outlived their lease; "
+                           "their workers get one more", graced,
+                           extra={"event": "lease_grace", "count": graced})
         if recovered:
             logger.warning("recovered %d greetings whose lease ran out", recovered,
                            extra={"event": "recovered", "count": recovered})
@@ -144,9 +147,8 @@ class Scheduler:
         await self.tick(self.clock.now(), self.ahead())
 
     async def _run_recovery(self) -> None:
-        now = self.clock.now()
-        await self.recover(now)
-        await self.tick(now, self.ahead())
+        await self.recover(self.clock.now())
+        await self.tick(self.clock.now(), self.ahead())  # after a sweep of any length
 
     async def _run_daily(self) -> None:
         await self.daily(self.clock.now())
@@ -161,30 +163,54 @@ class Scheduler:
         wall = clock_mod.SystemClock().now()
         for name, expr, func in jobs:
             aps.add_job(
-                _logged(name, func),
-                config.cron_trigger(expr),
+                self._job(name, func),
+                crontab.cron_trigger(expr),
                 id=name,
                 max_instances=1,
                 coalesce=True,
                 misfire_grace_time=None,
             )
         # Catch up at once after a downtime rather than at the next cron fire.
-        aps.add_job(_logged("startup", self._run_recovery), "date", run_date=wall, id="startup")
+        aps.add_job(self._job("startup", self._run_recovery), "date", run_date=wall,
+                    id="startup")
         aps.start()
         self._aps = aps
         logger.info("scheduler started", extra={"event": "scheduler_started"})
 
     async def stop(self) -> None:
+        """No new runs; a running job finishes its current batch (a tick stops
+        claiming, and what it claimed is published or handed straight back),
+        within the grace; then it is cancelled, and still hands rows back."""
+        self._stopping = True
         if self._aps is not None:
             self._aps.shutdown(wait=False)
+        running = set(self._running)
+        if not running:
+            return
+        _, pending = await asyncio.wait(running, timeout=self.cfg.stop_grace_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
 
+    def _job(self, name: str, func: Callable[[], Awaitable[None]]
+             ) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            try:
+                await func()
+            except Exception:
+                # The next run retries; the rows are still in PostgreSQL.
+                logger.exception("%s job failed", name,
+                                 extra={"event": "job_failed", "job": name})
 
-def _logged(name: str, func: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
-    async def job() -> None:
-        try:
-            await func()
-        except Exception:
-            # The next run retries; the rows are still in PostgreSQL.
-            logger.exception("%s job failed", name, extra={"event": "job_failed", "job": name})
+        async def job() -> None:
+            if self._stopping:
+                return
+            # APScheduler cancels a running job when it shuts down; the run
+            # lives in a task of its own, so stop() lets it end its batch.
+            task: asyncio.Task[object] = asyncio.create_task(run(), name=f"job-{name}")
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+            await asyncio.shield(task)
 
-    return job
+        return job

@@ -1,7 +1,7 @@
 """All SQL access: one function per named query in ``queries.sql``.
 
 Functions take the connection (or pool) to run on, so callers compose them
-into one transaction.  Instants are always passed in (DESIGN §3.3).
+into one transaction.  Instants are always passed in (docs/ARCHITECTURE.md §4.3).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import uuid
 from typing import Any, Protocol
 
 import asyncpg
+
+from birthdayd.states import Status
 
 Record = asyncpg.Record
 # A connection of one's own or one lent by the pool (both can open transactions).
@@ -47,14 +49,20 @@ class Executor(Protocol):
     ) -> Any: ...
 
 
-# Errors that mean PostgreSQL is briefly away or a transaction lost a race,
-# not that the statement was wrong: worth a retry, or a 503.
+# Errors that mean PostgreSQL is away, our session was ended under us, or a
+# transaction lost a race, not that the statement was wrong: worth a retry,
+# or a 503.  OperatorInterventionError covers a session terminated by an
+# administrator (pg_terminate_backend), a server shutting down or still
+# starting, and a cancelled statement; InternalClientError is what asyncpg
+# raises when a connection dies mid-protocol (a terminated session).
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
+    asyncpg.InternalClientError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.TooManyConnectionsError,
     asyncpg.DeadlockDetectedError,
     asyncpg.SerializationError,
 )
@@ -69,13 +77,46 @@ def _load_queries() -> dict[str, str]:
 Q = _load_queries()
 
 
+# new_id's state: the millisecond and counter of the last id made.  Kept at
+# module level without a lock: safe under asyncio (new_id never awaits, so one
+# event loop cannot interleave two calls), NOT safe for calls from several
+# threads at once (two threads may read the same state: ids out of order).
+_COUNTER_BITS = 42  # rand_a (12 bits) then the top 30 bits of rand_b
+_COUNTER_MAX = (1 << _COUNTER_BITS) - 1
+_last_ms = -1
+_counter = 0
+
+
+def _seed() -> int:
+    """A random counter start with its top bit clear (RFC 9562 §6.2: room for
+    at least 2**41 increments within one millisecond)."""
+    return int.from_bytes(os.urandom(6), "big") >> (48 - _COUNTER_BITS + 1)
+
+
 def new_id() -> uuid.UUID:
-    """A UUIDv7: time-ordered, so new rows land at the end of the id index and
-    keyset pages (ordered by id) see concurrent inserts only after the cursor."""
+    """A UUIDv7, strictly increasing within this process: new rows land at the
+    end of the id index, and an id made after a keyset page's cursor sorts
+    after it, even within the same millisecond (so GET /users?after= does not
+    skip it; ids from other processes are ordered only by their millisecond).
+
+    RFC 9562 §6.2 method 1: a 42-bit counter in rand_a and the top of rand_b,
+    seeded randomly each new millisecond and incremented within one; the
+    last 32 bits are random.  If the clock steps back, or the counter
+    overflows, the last millisecond is kept (or advanced by one), so the
+    prefix may run slightly ahead of the clock but ids never go backwards.
+    Not thread-safe (see ``_last_ms`` above); asyncio-safe.
+    """
+    global _last_ms, _counter  # noqa: PLW0603 - the generator's state, documented above
     ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & (2**48 - 1)) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64
-    value |= 0b10 << 62 | rand & (2**62 - 1)
+    if ms > _last_ms:
+        _last_ms, _counter = ms, _seed()
+    elif _counter < _COUNTER_MAX:
+        _counter += 1
+    else:
+        _last_ms, _counter = _last_ms + 1, _seed()
+    tail = int.from_bytes(os.urandom(4), "big")
+    value = (_last_ms & (2**48 - 1)) << 80 | 0x7 << 76 | (_counter >> 30) << 64
+    value |= 0b10 << 62 | (_counter & (2**30 - 1)) << 32 | tail
     return uuid.UUID(int=value)
 
 
@@ -137,9 +178,9 @@ async def lock_users(db: Executor, user_ids: list[uuid.UUID]) -> list[Record]:
     return await db.fetch(Q["lock_users"], user_ids)
 
 
-async def drop_scheduled(db: Executor, user_id: uuid.UUID, which: list[str],
-                         now: dt.datetime) -> None:
-    await db.execute(Q["drop_scheduled"], user_id, which, now)
+async def drop_unsent(db: Executor, user_id: uuid.UUID, which: list[str],
+                      now: dt.datetime) -> None:
+    await db.execute(Q["drop_unsent"], user_id, which, now)
 
 
 async def cancel_pending(db: Executor, user_id: uuid.UUID, now: dt.datetime) -> None:
@@ -200,9 +241,9 @@ async def start_sending(db: Executor, message_ids: list[uuid.UUID], lease: dt.ti
     return await db.fetch(Q["start_sending"], message_ids, lease, now)
 
 
-async def started_at(db: Executor, message_ids: list[uuid.UUID], now: dt.datetime
+async def started_at(db: Executor, message_ids: list[uuid.UUID], stamps: list[dt.datetime]
                      ) -> list[Record]:
-    return await db.fetch(Q["started_at"], message_ids, now)
+    return await db.fetch(Q["started_at"], message_ids, stamps)
 
 
 async def finish_sent(db: Executor, sent: list[tuple[uuid.UUID, int]], now: dt.datetime
@@ -212,8 +253,9 @@ async def finish_sent(db: Executor, sent: list[tuple[uuid.UUID, int]], now: dt.d
     return {r["id"] for r in await db.fetch(Q["finish_sent"], ids, attempts, now)}
 
 
-async def cancel_if_deleted(db: Executor, message_id: uuid.UUID, now: dt.datetime) -> bool:
-    return await db.fetchval(Q["cancel_if_deleted"], message_id, now) is not None
+async def claim_call(db: Executor, message_id: uuid.UUID, attempt: int,
+                     lease_until: dt.datetime, now: dt.datetime) -> Record | None:
+    return await db.fetchrow(Q["claim_call"], message_id, attempt, lease_until, now)
 
 
 async def release(db: Executor, message_id: uuid.UUID, attempt: int, due_at: dt.datetime,
@@ -221,7 +263,7 @@ async def release(db: Executor, message_id: uuid.UUID, attempt: int, due_at: dt.
     return await db.execute(Q["release"], message_id, attempt, due_at, now) == "UPDATE 1"
 
 
-async def finish(db: Executor, message_id: uuid.UUID, attempt: int, status: str,
+async def finish(db: Executor, message_id: uuid.UUID, attempt: int, status: Status,
                  error: str | None, now: dt.datetime, due_at: dt.datetime | None = None) -> bool:
     found = await db.fetchval(Q["finish"], message_id, attempt, status, error, now, due_at)
     return found is not None
@@ -231,8 +273,13 @@ async def finish_late_sent(db: Executor, message_id: uuid.UUID, now: dt.datetime
     return await db.fetchval(Q["finish_late_sent"], message_id, now) is not None
 
 
-async def recover_stale(db: Executor, now: dt.datetime, limit: int) -> list[Record]:
-    return await db.fetch(Q["recover_stale"], now, limit)
+async def recover_stale(db: Executor, now: dt.datetime, limit: int, grace: dt.timedelta
+                        ) -> list[Record]:
+    return await db.fetch(Q["recover_stale"], now, limit, grace)
+
+
+async def requeue_queued(db: Executor, now: dt.datetime) -> int:
+    return len(await db.fetch(Q["requeue_queued"], now))
 
 
 async def due_backlog(db: Executor, now: dt.datetime) -> int:

@@ -9,7 +9,7 @@ import re
 import zoneinfo
 from typing import Any
 
-from birthdayd import schedule
+from birthdayd import calendar_rules
 
 # API name -> column name.
 USER_FIELDS = {
@@ -30,6 +30,20 @@ EMAIL_MAX = 254
 # the judge of deliverability; this only catches typos.
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+# The same rules as regular expressions, for the OpenAPI document: valid in both
+# Python and ECMA-262 (JSON Schema), and matching exactly what the checks below
+# accept, padding included.  _SPACE is what str.strip() trims (str.isspace());
+# _CONTROL is what _has_control() refuses.
+_SPACE = r"\u0009-\u000d\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_CONTROL = r"\u0000-\u001f\u007f-\u009f"
+NAME_PATTERN = (rf"^[{_SPACE}]*[^{_CONTROL}{_SPACE}]"
+                rf"(?:[^{_CONTROL}]{{0,{NAME_MAX - 2}}}[^{_CONTROL}{_SPACE}])?[{_SPACE}]*$")
+"""1 to NAME_MAX characters, none a control character, once trimmed."""
+EMAIL_PATTERN = (rf"^[{_SPACE}]*(?![^{_SPACE}]{{{EMAIL_MAX + 1}}})"
+                 rf"[^@{_CONTROL}{_SPACE}]+@[^@{_CONTROL}{_SPACE}]+\.[^@.{_CONTROL}{_SPACE}]+"
+                 rf"[{_SPACE}]*$")
+"""One @, no spaces, a dot in the domain, at most EMAIL_MAX characters once trimmed."""
 
 
 @functools.cache
@@ -130,7 +144,7 @@ def validate_user(
         else:
             values[USER_FIELDS[key]] = value
     if "location" not in errors and values.get("location"):
-        today = schedule.local_today(now, zoneinfo.ZoneInfo(values["location"]))
+        today = calendar_rules.local_today(now, zoneinfo.ZoneInfo(values["location"]))
         for key in ("birthday", "anniversary"):
             day = values.get(USER_FIELDS[key])
             if key not in errors and day is not None and day > today:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 
 from tests.conftest import RABBITMQ_URL
@@ -203,3 +204,23 @@ async def eventually(check: Callable[[], Any], timeout_s: float, what: str,
     seen = await state() if state else None
     raise AssertionError(f"timed out waiting for {what} (state: {seen!r})\n"
                          + (logs() if logs else ""))
+
+
+DAY = dt.date(2027, 1, 15)
+"""The day the e2e tests' greetings fall on (the timeline starts just before 09:00Z)."""
+
+
+async def statuses(pool: asyncpg.Pool, day: dt.date = DAY) -> dict[str, int]:
+    """How many of the day's greetings are in each state."""
+    rows = await pool.fetch(
+        "SELECT status, count(*) AS n FROM messages WHERE occasion_date = $1 GROUP BY status",
+        day)
+    return {r["status"]: r["n"] for r in rows}
+
+
+async def stuck_rows(pool: asyncpg.Pool, day: dt.date = DAY) -> list[dict[str, object]]:
+    """Some of the day's greetings not sent yet, for a failure message."""
+    rows = await pool.fetch(
+        "SELECT id, status, attempts, due_at, lease_until, last_error FROM messages "
+        "WHERE occasion_date = $1 AND status <> 'sent' ORDER BY status, id LIMIT 20", day)
+    return [dict(r) for r in rows]

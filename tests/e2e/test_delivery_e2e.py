@@ -10,7 +10,7 @@ import signal
 import asyncpg
 
 from birthdayd import greetings
-from tests.e2e.conftest import UTC, Cluster, Timeline, eventually
+from tests.e2e.conftest import UTC, Cluster, Timeline, eventually, statuses, stuck_rows
 
 DAY = dt.date(2027, 1, 15)
 NINE_UTC = dt.datetime(2027, 1, 15, 9, 0, tzinfo=UTC)
@@ -21,20 +21,6 @@ def person(
 ) -> dict[str, object]:
     return {"first_name": f"User{i}", "last_name": "Test", "email": f"user{i}@example.com",
             "birthday": birthday, "anniversary": None, "location": zone}
-
-
-async def statuses(pool: asyncpg.Pool, day: dt.date = DAY) -> dict[str, int]:
-    rows = await pool.fetch(
-        "SELECT status, count(*) AS n FROM messages WHERE occasion_date = $1 GROUP BY status",
-        day)
-    return {r["status"]: r["n"] for r in rows}
-
-
-async def stuck_rows(pool: asyncpg.Pool) -> list[dict[str, object]]:
-    rows = await pool.fetch(
-        "SELECT id, status, attempts, due_at, lease_until, last_error FROM messages "
-        "WHERE occasion_date = $1 AND status <> 'sent' LIMIT 20", DAY)
-    return [dict(r) for r in rows]
 
 
 async def test_500_due_at_once_three_workers_two_schedulers_faults_and_sigkill(
@@ -71,7 +57,7 @@ async def test_500_due_at_once_three_workers_two_schedulers_faults_and_sigkill(
     assert stats["errors"] > 0 and stats["hangs"] > 0, "the faults were not exercised"
     assert cluster.errors() == []
     # The killed worker may have died between the provider's "sent" and
-    # recording it (DESIGN §3.5): those are re-sent with the same
+    # recording it (docs/ARCHITECTURE.md §5): those are re-sent with the same
     # Idempotency-Key, which this provider honours.  There can be no more of
     # them than the sends it had in flight.
     assert stats["replays"] <= 20

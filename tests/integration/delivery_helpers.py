@@ -8,6 +8,7 @@ import asyncio
 import collections
 import dataclasses
 import datetime as dt
+import random
 import time
 import uuid
 import zoneinfo
@@ -22,8 +23,9 @@ from aiormq.abc import DeliveredMessage
 
 from birthdayd import broker as broker_mod
 from birthdayd import clock as clock_mod
+from birthdayd import config, fake_email, greetings, retry, store
+from birthdayd import deliveries as deliveries_mod
 from birthdayd import emailer as emailer_mod
-from birthdayd import greetings, retry, store
 from birthdayd import scheduler as scheduler_mod
 from birthdayd import worker as worker_mod
 from tests.conftest import RABBITMQ_URL
@@ -37,6 +39,18 @@ def local(zone: str, y: int, m: int, d: int, h: int = SEND_HOUR, mi: int = 0,
     """A wall time in ``zone`` as a UTC instant (first occurrence)."""
     wall = dt.datetime(y, m, d, h, mi, s, tzinfo=zoneinfo.ZoneInfo(zone))
     return wall.astimezone(UTC)
+
+
+FAST = config.WorkerConfig(concurrency=50, max_retries=5, backoff_delay_ms=5,
+                               email_timeout_ms=200, send_hour=9,
+                               max_lateness=dt.timedelta(days=7),
+                               lease_margin=dt.timedelta(seconds=60))
+
+
+def provider_ignoring_keys(**kw: Any) -> fake_email.FakeProvider:
+    """A fake provider that does not deduplicate by Idempotency-Key, so any second
+    send of a greeting shows up as a second delivery in its counts."""
+    return fake_email.FakeProvider(honour_keys=False, rng=random.Random(0), **kw)
 
 
 def never_opening_breaker() -> retry.Breaker:
@@ -108,9 +122,9 @@ class Pipeline:
         queue: str,
         email_url: str,
         recorder: Recorder,
-        worker_config: worker_mod.WorkerConfig,
+        worker_config: config.WorkerConfig,
         breaker: retry.Breaker,
-        scheduler_config: scheduler_mod.SchedulerConfig,
+        scheduler_config: config.SchedulerConfig,
     ) -> None:
         self.pool = pool
         self.clock = clock
@@ -131,6 +145,13 @@ class Pipeline:
         self.deliveries: list[DeliveredMessage] = []
         """Every message RabbitMQ handed to this pipeline's worker."""
 
+    def _worker(self, broker: broker_mod.Broker) -> worker_mod.Worker:
+        deliveries = deliveries_mod.Deliveries(self.pool, self.clock,
+                                               send_hour=self.worker_config.send_hour,
+                                               call_lease=self.worker_config.call_lease)
+        return worker_mod.Worker(deliveries, broker, self.emailer, self.breaker, self.clock,
+                                 self.worker_config)
+
     def _spy_on(self, broker: broker_mod.Broker) -> None:
         """Record each delivery (public API only: wrap the handler the worker registers)."""
         consume = broker.consume
@@ -150,8 +171,7 @@ class Pipeline:
         await self.emailer.start()
         self._inspect = await aiormq.connect(RABBITMQ_URL)
         self._inspect_channel = await self._inspect.channel()
-        self.worker = worker_mod.Worker(self.pool, self.broker, self.emailer, self.breaker,
-                                        self.clock, self.worker_config)
+        self.worker = self._worker(self.broker)
         if worker:
             await self.worker.start()
 
@@ -186,8 +206,7 @@ class Pipeline:
         """A second worker process on its own connection, consuming the same queue."""
         broker = await self.another_broker()
         self._spy_on(broker)
-        worker = worker_mod.Worker(self.pool, broker, self.emailer, self.breaker, self.clock,
-                                   self.worker_config)
+        worker = self._worker(broker)
         self._workers.append(worker)
         await worker.start()
         return worker
@@ -238,6 +257,12 @@ class Pipeline:
         ok = await self._inspect_channel.queue_declare(queue or self.queue, passive=True)
         return int(ok.message_count or 0)
 
+    async def delete_queue(self) -> None:
+        """Delete the main queue, ids and all, as an operator could (consumers
+        are cancelled by the broker)."""
+        assert self._inspect_channel is not None
+        await self._inspect_channel.queue_delete(self.queue)
+
     async def purge(self) -> None:
         assert self._inspect_channel is not None
         await self._inspect_channel.queue_purge(self.queue)
@@ -260,3 +285,6 @@ class Pipeline:
             return loop.time() - calm_since >= quiet
 
         await eventually(calm, timeout)
+
+
+MakePipeline = Callable[..., Awaitable[Pipeline]]

@@ -1,4 +1,4 @@
-"""Bearer-token auth (DESIGN §1.1 API_TOKEN, §1.2): with API_TOKEN set, /user* and
+"""Bearer-token auth (README, API_TOKEN; docs/ARCHITECTURE.md §1): with API_TOKEN set, /user* and
 /messages* need exactly `Authorization: Bearer <token>`; a refusal is a 401 with the
 JSON error shape and `WWW-Authenticate: Bearer`, and writes nothing.  /health,
 /ready, /metrics and /openapi.json stay open.  Without a token everything is open.
@@ -202,7 +202,7 @@ async def _raw_request(client: TestClient[Any, Any], request: bytes) -> tuple[in
 async def test_an_authorization_header_with_invalid_utf8_is_401_not_500(
     secured: TestClient[Any, Any], value: bytes
 ) -> None:
-    """Bad input never yields a 5xx (DESIGN §1.2), not even undecodable header bytes."""
+    """Bad input never yields a 5xx (docs/ARCHITECTURE.md §1), not even undecodable header bytes."""
     status, payload = await _raw_request(
         secured,
         b"GET /users HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"

@@ -1,4 +1,4 @@
-"""The user API's success paths (DESIGN §1.2)."""
+"""The user API's success paths (docs/ARCHITECTURE.md §1)."""
 
 from __future__ import annotations
 

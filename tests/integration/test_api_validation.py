@@ -1,4 +1,4 @@
-"""Bad input on the HTTP API (DESIGN §1.2): the exact 4xx, a JSON error naming the
+"""Bad input on the HTTP API (docs/ARCHITECTURE.md §1): the exact 4xx, a JSON error naming the
 offending field, and nothing written; plus the edge cases that must be accepted.
 
 Every rejected request is checked against the database: POST /user must leave the
@@ -517,6 +517,20 @@ BAD_QUERIES = [
     pytest.param("/messages?status=SENT", "status", id="messages-status-uppercase"),
     pytest.param("/messages?userId=42", "userId", id="messages-userId-not-uuid"),
     pytest.param("/messages?userId=" + "f" * 31, "userId", id="messages-userId-short-hex"),
+    # Present but empty: the OpenAPI document declares each as a uuid, an integer or
+    # an enum without "", so an empty value is as bad as any other (it used to be a 200).
+    pytest.param("/users?after=", "after", id="users-after-empty"),
+    pytest.param("/messages?after=", "after", id="messages-after-empty"),
+    pytest.param("/messages?userId=", "userId", id="messages-userId-empty"),
+    pytest.param("/messages?status=", "status", id="messages-status-empty"),
+    pytest.param("/messages?limit=", "limit", id="messages-limit-empty"),
+    # uuid.UUID() reads these too, but `format: uuid` is the hyphenated form only.
+    pytest.param("/users?after=" + "a" * 32, "after", id="users-after-no-hyphens"),
+    pytest.param("/users?after={" + str(uuid.UUID(int=1)) + "}", "after", id="users-after-braces"),
+    pytest.param("/messages?userId=urn:uuid:" + str(uuid.UUID(int=1)), "userId",
+                 id="messages-userId-urn"),
+    pytest.param("/messages?userId=" + str(uuid.UUID(int=1)) + "%0A", "userId",
+                 id="messages-userId-trailing-newline"),
 ]
 
 
@@ -532,6 +546,33 @@ async def test_a_bad_query_string_is_400_naming_the_parameter(
     assert error["code"] == "validation_error"
     assert field in error["fields"], error
     assert await count_rows(pool) == before
+
+
+@pytest.mark.parametrize(("path", "field"), [
+    ("/users?after=", "after"),
+    ("/messages?after=", "after"),
+    ("/messages?userId=", "userId"),
+])
+async def test_an_empty_uuid_parameter_is_exactly_the_documented_error(
+    client: TestClient[Any, Any], path: str, field: str
+) -> None:
+    response = await client.get(path)
+    assert response.status == 400
+    assert await response.json() == {"error": {
+        "code": "validation_error", "message": "The request is not valid.",
+        "fields": {field: "must be a uuid"}}}
+
+
+async def test_a_uuid_parameter_in_upper_case_is_accepted(
+    client: TestClient[Any, Any],
+) -> None:
+    user = await create(client)
+    upper = user["id"].upper()
+    response = await client.get(f"/messages?userId={upper}")
+    assert response.status == 200, await response.text()
+    assert [m["userId"] for m in (await response.json())["items"]] == [user["id"]]
+    response = await client.get(f"/users?after={upper}")
+    assert response.status == 200, await response.text()
 
 
 async def test_every_bad_query_parameter_is_reported_at_once(

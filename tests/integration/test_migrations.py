@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import re
+
 import asyncpg
 
-from birthdayd import migrations
+from birthdayd import migrations, states
 
 
 async def test_migrating_twice_is_a_no_op(database_url: str) -> None:
@@ -36,3 +38,16 @@ async def test_the_same_greeting_cannot_be_planned_twice(pool: asyncpg.Pool) -> 
     constraint = await pool.fetchval(
         "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'messages_once'")
     assert constraint == "UNIQUE (user_id, occasion, occasion_date)"
+
+
+async def test_the_status_enum_and_the_schema_check_name_the_same_states(
+    pool: asyncpg.Pool,
+) -> None:
+    """Python spells the states once (states.Status); the CHECK constraint is the
+    database's own copy. They must agree, state for state."""
+    definition = await pool.fetchval(
+        "SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c "
+        "WHERE c.conrelid = 'messages'::regclass AND c.contype = 'c' "
+        "AND pg_get_constraintdef(c.oid) LIKE '%status%'")
+    in_schema = set(re.findall(r"'(\w+)'::text", definition))
+    assert in_schema == {s.value for s in states.Status}

@@ -1,4 +1,4 @@
-"""How edits move greetings (DESIGN §1.2 PUT/DELETE, §1.4).
+"""How edits move greetings (docs/ARCHITECTURE.md §1, PUT/DELETE and When).
 
 A PUT that changes birthday, anniversary or location replaces the greetings still
 `scheduled`; greetings in flight or sent stay, and UNIQUE (user, occasion, date)

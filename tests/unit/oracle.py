@@ -1,4 +1,4 @@
-"""An independent oracle for the calendar rules of DESIGN §1.4.
+"""An independent oracle for the calendar rules of docs/ARCHITECTURE.md §1.
 
 It never calls ``birthdayd.schedule`` nor ``birthdayd.occasions``, and it never
 converts a *local* wall time to UTC (the direction where ``fold`` and gaps

@@ -137,3 +137,39 @@ async def test_a_result_whose_caller_was_cancelled_mid_flush_is_handed_to_orphan
     gone.cancel()
     assert await stays == 20
     assert orphans == [(1, 10)]
+
+
+async def test_a_failing_orphaned_hook_does_not_fail_the_rest_of_the_batch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The hook only tidies up (the row's lease would bring it back anyway): if
+    it raises, the batch's other callers must still get their results."""
+    started = asyncio.Event()
+    flushes: list[list[int]] = []
+
+    async def flush(items: list[int]) -> list[int]:
+        flushes.append(items)
+        started.set()
+        await asyncio.sleep(0.02)
+        return [i * 10 for i in items]
+
+    async def orphaned(item: int, result: int) -> None:
+        raise RuntimeError(f"cannot undo {item}")
+
+    batcher: batching.Batcher[int, int] = batching.Batcher(flush, orphaned=orphaned)
+    # The cancelled caller is first, so the hook runs before the others' results
+    # are handed out.
+    gone = asyncio.create_task(batcher.submit(1))
+    stays = [asyncio.create_task(batcher.submit(i)) for i in (2, 3)]
+    await started.wait()
+    gone.cancel()
+    results = await asyncio.gather(*stays, return_exceptions=True)
+    assert results == [20, 30]
+    assert gone.cancelled()
+    assert flushes == [[1, 2, 3]]
+    assert [r.getMessage() for r in caplog.records
+            if getattr(r, "event", None) == "batch_orphan_failed"] == [
+        "undoing an orphaned batch item failed"]
+    # The batcher is not wedged: later submits are flushed as usual.
+    assert await asyncio.gather(batcher.submit(4), batcher.submit(5)) == [40, 50]
+    assert flushes[1:] == [[4, 5]]

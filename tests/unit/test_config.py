@@ -1,4 +1,4 @@
-"""Settings and the command line (DESIGN §1.1).
+"""Settings and the command line (the README's Configuration).
 
 * `birthdayd --help` and `birthdayd run --help` list every environment variable of
   §1.1 with its default.
@@ -26,14 +26,14 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from birthdayd import cli, config, runtime
+from birthdayd import cli, config, crontab, runtime
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / ".venv" / "bin" / "birthdayd"
 UTC = dt.UTC
 STUB_EXIT = 97
 
-# DESIGN §1.1: every variable, and its default as text (None: unset).
+# the README's Configuration: every variable, and its default as text (None: unset).
 CONTRACT: dict[str, str | None] = {
     "DATABASE_URL": "postgresql://postgres@localhost:5432/birthday",
     "DATABASE_POOL_SIZE": "10",
@@ -158,7 +158,7 @@ def test_run_help_lists_every_variable_with_its_default() -> None:
 
 
 def test_top_level_help_lists_every_variable_with_its_default() -> None:
-    """DESIGN §1.1: `birthdayd --help` shows every option with its environment
+    """the README's Configuration: `birthdayd --help` shows every option with its environment
     variable and default: a table of `NAME  default` lines after the commands."""
     result = CliRunner().invoke(cli.cli, ["--help"], env=runner_env())
     assert result.exit_code == 0, result.output
@@ -434,7 +434,7 @@ def test_format_duration_round_trips(delta: dt.timedelta) -> None:
 
 
 def _next(expr: str, after: dt.datetime) -> dt.datetime:
-    fire: dt.datetime = config.cron_trigger(expr).get_next_fire_time(None, after)
+    fire: dt.datetime = crontab.cron_trigger(expr).get_next_fire_time(None, after)
     return fire.astimezone(UTC)
 
 
@@ -463,7 +463,7 @@ def test_cron_trigger_with_5_and_6_fields_in_utc(expr: str, expected: dt.datetim
     ("0 0 0 * * 0", 6),    # the six-field form follows crontab too
 ])
 def test_cron_day_of_week_numbers_follow_crontab(expr: str, weekday: int) -> None:
-    """DESIGN §1.1 takes crontab expressions, where day-of-week 0 (and 7) is Sunday."""
+    """CRON_* settings take crontab expressions, where day-of-week 0 (and 7) is Sunday."""
     assert _next(expr, WEDNESDAY).weekday() == weekday
 
 
@@ -471,7 +471,7 @@ def test_cron_day_of_week_numbers_follow_crontab(expr: str, weekday: int) -> Non
                                   "* 24 * * *", "0 0 32 * *", "0 0 * 13 *", "not a cron"])
 def test_cron_trigger_refuses_bad_expressions(expr: str) -> None:
     with pytest.raises(ValueError):
-        config.cron_trigger(expr)
+        crontab.cron_trigger(expr)
 
 
 def test_the_cron_param_type_fails_with_a_click_error() -> None:
@@ -480,7 +480,7 @@ def test_the_cron_param_type_fails_with_a_click_error() -> None:
 
 
 def test_every_fake_email_option_has_an_environment_variable() -> None:
-    """DESIGN §1.1: every option has an environment variable."""
+    """the README's Configuration: every option has an environment variable."""
     result = CliRunner().invoke(cli.cli, ["fake-email", "--help"], env=runner_env())
     assert result.exit_code == 0, result.output
     flat = squeeze(result.output)

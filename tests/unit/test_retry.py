@@ -1,6 +1,6 @@
 """retry: how a provider answer is treated, when to try again, and the breaker.
 
-* ``classify`` (DESIGN §1.3): 2xx sent; 408, 429 and 5xx retried; other 4xx permanent.
+* ``classify`` (docs/ARCHITECTURE.md §1): 2xx sent; 408, 429 and 5xx retried; other 4xx permanent.
 * ``backoff_ms``: full jitter, ``0 ≤ d ≤ min(base·2^(n-1), MAX_BACKOFF_MS)``.
 * ``should_retry``: ``QUEUE_MAX_RETRIES`` attempts follow the first.
 * ``Breaker``: every transition of the state machine, and a model-based check of

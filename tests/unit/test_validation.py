@@ -1,4 +1,4 @@
-"""validation.validate_user (pure, DESIGN §1.2 and §3.4): JSON in, clean column values
+"""validation.validate_user (pure, docs/ARCHITECTURE.md §1 and §4.4): JSON in, clean column values
 or errors by API field name out.  No database, no clock but the `now` passed in."""
 
 from __future__ import annotations

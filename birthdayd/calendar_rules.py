@@ -1,6 +1,6 @@
 """When a greeting is due: local date and send hour to a UTC instant (pure).
 
-The rules are DESIGN §1.4: ``SEND_HOUR``:00 local time on the occasion's local
+The rules (docs/ARCHITECTURE.md, "When"): ``SEND_HOUR``:00 local time on the occasion's local
 date, following the tz database.  A wall time inside a gap (spring forward)
 becomes the first instant after the gap; a wall time that happens twice (fall
 back) is its first occurrence.
