@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 # itself is swept back by recovery, so nothing is lost.
 DELIVERY_LIMIT = 20
 PUBLISH_TIMEOUT_S = 30.0
+DEAD_LETTER_MAX = 100_000
 CONNECT_TIMEOUT_S = 15.0
 # Connecting retries on any error: aiormq fails pending calls with its own
 # errors, OSError, a bare Exception, or CancelledError when the connection dies
@@ -239,6 +240,24 @@ class Broker:
         if not isinstance(confirmation, spec.Basic.Ack):
             raise PublishFailed(f"broker did not confirm {message_id}: {confirmation!r}")
 
+    async def queue_depth(self, queue: str | None = None) -> int:
+        """Ids ready in the main queue, or in ``queue`` (delivered, unacked ones
+        not counted)."""
+        name = queue or self.names.queue
+        connection = self._connection
+        if connection is None or connection.is_closed:
+            raise PublishFailed("not connected to RabbitMQ")
+        channel = await connection.channel()
+        try:
+            ok = await channel.queue_declare(name, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            self._break(f"queue {name} is gone")  # reconnecting declares it again
+            raise PublishFailed(f"cannot publish: queue {name} is missing") from None
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+        return int(ok.message_count or 0)
+
     # -- consuming --------------------------------------------------------------
 
     async def consume(self, handler: Handler, prefetch: int) -> None:
@@ -290,9 +309,21 @@ async def declare(connection: aiormq.abc.AbstractConnection, names: Names) -> bo
             await probe.close()
     channel = await connection.channel()
     await channel.exchange_declare(names.dead_exchange, exchange_type="fanout", durable=True)
-    await channel.queue_declare(
-        names.dead_queue, durable=True, arguments={"x-queue-type": "quorum"}
-    )
+    try:
+        await channel.queue_declare(names.dead_queue, durable=True, arguments={
+            "x-queue-type": "quorum",
+            # Bounded: dead ids are only a trace (recovery brings their rows
+            # back), so the oldest go first rather than filling the broker.
+            "x-max-length": DEAD_LETTER_MAX,
+            "x-overflow": "drop-head",
+        })
+    except aiormq.exceptions.ChannelPreconditionFailed:
+        # Declared by an older version without the bound: keep it (arguments
+        # cannot change in place); a policy with max-length bounds it.
+        logger.warning("%s exists without a length bound; set one with a RabbitMQ "
+                       "policy (max-length %d)", names.dead_queue, DEAD_LETTER_MAX,
+                       extra={"event": "dead_queue_unbounded"})
+        channel = await connection.channel()
     await channel.queue_bind(names.dead_queue, names.dead_exchange, routing_key="")
     await channel.exchange_declare(names.exchange, exchange_type="direct", durable=True)
     await channel.queue_declare(

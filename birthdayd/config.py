@@ -223,6 +223,9 @@ class SchedulerConfig:
     """How long stop() lets a running job finish its current batch."""
     batch: int = 1000
     """Rows per claim, expiry and recovery statement."""
+    tick_budget_s: float = 45.0
+    """How long a tick waits for room in a full queue before it leaves the rest
+    to the next tick (ticks never overlap)."""
 
     @classmethod
     def from_settings(cls, s: Settings) -> SchedulerConfig:

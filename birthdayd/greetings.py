@@ -160,21 +160,40 @@ async def delete_user(pool: asyncpg.Pool, user_id: uuid.UUID, now: dt.datetime) 
     return True
 
 
-async def heal(pool: asyncpg.Pool, now: dt.datetime, send_hour: int, page: int = 1000) -> int:
-    """Give every live user its next greeting per occasion; returns how many were missing."""
+# Any constant will do; the same for every replica (and not the migrations' key).
+HEAL_LOCK_KEY = 0x68_65_61_6C  # "heal"
+
+
+async def heal(pool: asyncpg.Pool, now: dt.datetime, send_hour: int, page: int = 500
+               ) -> int | None:
+    """Give every live user its next greeting per occasion; returns how many were
+    missing, or None when another replica is healing right now.
+
+    One replica at a time (a session advisory lock, released if its connection
+    dies); keyset pages of ``page`` users, each planned in one short transaction
+    that locks only the users it plans for, so the tick and the API wait at most
+    one page."""
+    async with pool.acquire() as holder:
+        if not await holder.fetchval("SELECT pg_try_advisory_lock($1)", HEAL_LOCK_KEY):
+            return None
+        try:
+            return await _heal_pages(pool, now, send_hour, page)
+        finally:
+            await holder.execute("SELECT pg_advisory_unlock($1)", HEAL_LOCK_KEY)
+
+
+async def _heal_pages(pool: asyncpg.Pool, now: dt.datetime, send_hour: int, page: int) -> int:
     healed = 0
     after: uuid.UUID | None = None
-    while True:
-        rows = await store.users_page_needs(pool, after, page)
-        if not rows:
-            return healed
-        for row in rows:
-            which = [o for o in occasions.OCCASIONS if row[f"needs_{o}"]]
-            if not which:
-                continue
-            async with pool.acquire() as conn, conn.transaction():
-                user = await store.lock_user(conn, row["id"])  # not deleted meanwhile
-                if user is not None:
-                    await plan(conn, user, now, send_hour, which)
-                    healed += len(which)
+    while rows := await store.users_page_needs(pool, after, page):
         after = rows[-1]["id"]
+        needs = {r["id"]: [o for o in occasions.OCCASIONS if r[f"needs_{o}"]] for r in rows}
+        needs = {user_id: which for user_id, which in needs.items() if which}
+        if not needs:
+            continue
+        async with pool.acquire() as conn, conn.transaction():
+            # Locked, and still live: a user deleted meanwhile gets nothing.
+            users = await store.lock_users(conn, sorted(needs))
+            await plan_many(conn, [(u, needs[u["id"]]) for u in users], now, send_hour)
+            healed += sum(len(needs[u["id"]]) for u in users)
+    return healed

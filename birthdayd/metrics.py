@@ -20,6 +20,9 @@ LATENESS_SECONDS = Histogram(
     buckets=(0.1, 0.5, 1, 2, 5, 15, 60, 300, 3600, 86400, 604800),
 )
 DUE_BACKLOG = Gauge("birthdayd_due_backlog", "Rows due and not yet claimed.")
+QUEUE_DEPTH = Gauge("birthdayd_queue_depth",
+                    "Ids ready in RabbitMQ, as the scheduler last read them: the main queue "
+                    "(main) and the bounded dead-letter queue (dead).", ["queue"])
 BREAKER_OPEN = Gauge("birthdayd_breaker_open", "1 while the provider circuit breaker is open.")
 POSSIBLE_DUPLICATES = Counter(
     "birthdayd_possible_duplicates_total",

@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -19,7 +20,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from birthdayd import broker as broker_mod
 from birthdayd import clock as clock_mod
-from birthdayd import config, crontab, dispatch, greetings, metrics, store
+from birthdayd import config, crontab, dispatch, flow, greetings, metrics, store
 from birthdayd.config import SchedulerConfig
 from birthdayd.states import Status
 
@@ -27,6 +28,11 @@ logger = logging.getLogger(__name__)
 
 # Ticks fire a little late; publish this much beyond the next tick as well.
 AHEAD_MARGIN = dt.timedelta(seconds=2)
+# Claimed batches whose publishes may be in flight at once (each batch's ids
+# are themselves published concurrently, confirms awaited together).
+PIPELINE = 3
+# How often a tick waiting for room in the queue reads its depth again.
+FLOW_POLL_S = 0.5
 
 
 class Scheduler:
@@ -40,6 +46,7 @@ class Scheduler:
         self._aps: AsyncIOScheduler | None = None
         self._stopping = False
         self._running: set[asyncio.Task[object]] = set()
+        self.flow = flow.Flow(lease_s=dispatch.QUEUED_LEASE.total_seconds())
 
     # -- the jobs ---------------------------------------------------------------
 
@@ -53,25 +60,71 @@ class Scheduler:
             # Expiry is housekeeping; it must never hold up what is due.
             logger.exception("expiring overdue greetings failed",
                              extra={"event": "expire_failed"})
-        published = 0
-        started_s = time.monotonic()
-        while not self._stopping:
-            # A long catch-up must not hand out leases that already ran out.
-            batch_now = now + dt.timedelta(seconds=time.monotonic() - started_s)
-            # Committed before publishing: a worker must find the row queued.
-            ids = await store.claim_due(self.pool, horizon, self.cfg.batch,
-                                        batch_now + self.cfg.publish_lease, batch_now)
-            if ids:
-                await dispatch.publish_claimed(self.pool, self.broker, ids, batch_now)
-            published += len(ids)
-            metrics.TICK_CLAIMED.inc(len(ids))
-            if len(ids) < self.cfg.batch:
-                break
+        published = await self._claim_and_publish(now, horizon)
         metrics.DUE_BACKLOG.set(await store.due_backlog(self.pool, now))
+        metrics.QUEUE_DEPTH.labels("dead").set(
+            await self.broker.queue_depth(self.broker.names.dead_queue))
         if published:
             logger.info("published %d due greetings", published,
                         extra={"event": "tick", "published": published})
         return published
+
+    async def _claim_and_publish(self, now: dt.datetime, horizon: dt.datetime) -> int:
+        """Claim due rows in batches as the queue has room for them (backpressure,
+        see flow.py), with up to ``PIPELINE`` batches' publishes in flight; a
+        failed or cancelled publish hands its rows straight back."""
+        published = 0
+        started_s = time.monotonic()
+        in_flight: set[asyncio.Task[None]] = set()
+        try:
+            while not self._stopping:
+                room = await self._room()
+                if room == 0:
+                    if time.monotonic() - started_s > self.cfg.tick_budget_s:
+                        logger.warning("the queue stays full; the next tick goes on",
+                                       extra={"event": "tick_backpressure"})
+                        break
+                    await asyncio.sleep(FLOW_POLL_S)
+                    continue
+                limit = min(self.cfg.batch, room)
+                # A long catch-up must not hand out leases that already ran out.
+                batch_now = now + dt.timedelta(seconds=time.monotonic() - started_s)
+                # Committed before publishing: a worker must find the row queued.
+                ids = await store.claim_due(self.pool, horizon, limit,
+                                            batch_now + self.cfg.publish_lease, batch_now)
+                if ids:
+                    self.flow.published(len(ids))
+                    task = asyncio.create_task(self._publish(ids, batch_now))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+                    published += len(ids)
+                    metrics.TICK_CLAIMED.inc(len(ids))
+                    if len(in_flight) >= PIPELINE:
+                        done, _ = await asyncio.wait(in_flight,
+                                                     return_when=asyncio.FIRST_COMPLETED)
+                        for finished in done:
+                            finished.result()  # a failed publish ends the tick
+                if len(ids) < limit:
+                    break
+        finally:
+            if in_flight:
+                results = await asyncio.gather(*in_flight, return_exceptions=True)
+                failures = [r for r in results if isinstance(r, BaseException)]
+                if failures and not isinstance(failures[0], asyncio.CancelledError):
+                    raise failures[0]
+        return published
+
+    async def _publish(self, ids: list[uuid.UUID], now: dt.datetime) -> None:
+        try:
+            await dispatch.publish_claimed(self.pool, self.broker, ids, now)
+        finally:
+            self.flow.settled(len(ids))
+
+    async def _room(self) -> int:
+        depth = await self.broker.queue_depth()
+        metrics.QUEUE_DEPTH.labels("main").set(depth)
+        self.flow.observe(time.monotonic(), depth)
+        return self.flow.room(depth)
 
     async def expire(self, now: dt.datetime, horizon: dt.datetime) -> int:
         """Greetings later than MAX_LATENESS become expired (and get next year's)."""
@@ -129,6 +182,10 @@ class Scheduler:
 
     async def daily(self, now: dt.datetime) -> int:
         healed = await greetings.heal(self.pool, now, self.cfg.send_hour)
+        if healed is None:
+            logger.info("another replica is running the daily job",
+                        extra={"event": "heal_skipped"})
+            return 0
         metrics.HEALED.inc(healed)
         if healed:
             logger.warning("created %d missing next greetings", healed,

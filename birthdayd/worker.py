@@ -16,7 +16,6 @@ import logging
 import random
 import uuid
 from collections.abc import Coroutine
-from typing import Any
 
 from aiormq.abc import DeliveredMessage
 
@@ -94,7 +93,7 @@ class Worker:
         # Run outside the channel's own tasks, which die with the channel.
         self._spawn(self.handle(message))
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, work: Coroutine[object, object, None]) -> None:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -14,15 +14,18 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiormq
 import asyncpg
 import pytest
 
+from birthdayd import broker as broker_mod
 from birthdayd import clock as clock_mod
 from birthdayd import config, dispatch, greetings, metrics, runtime, store
 from birthdayd import deliveries as deliveries_mod
 from birthdayd import scheduler as scheduler_mod
 from birthdayd.config import Settings
 from birthdayd.states import Status
+from tests.conftest import RABBITMQ_URL
 from tests.integration.delivery_helpers import (
     FAST,
     UTC,
@@ -250,18 +253,18 @@ async def test_a_deleted_queue_is_redeclared_consumed_again_and_its_ids_republis
     assert sorted(p.recorder.by_key().values()) == [1, 1]
 
 
-async def test_a_publish_into_a_deleted_queue_makes_the_scheduler_redeclare_it(
+async def test_a_tick_that_finds_the_queue_deleted_makes_the_scheduler_redeclare_it(
     make_pipeline: MakePipeline, manual_clock: clock_mod.ManualClock
 ) -> None:
-    """A scheduler-only process has no consumer to be cancelled: its publish
-    comes back unroutable, it hands the rows back and re-declares the queue."""
+    """A scheduler-only process has no consumer to be cancelled: its tick finds
+    the queue gone, claims nothing, and the broker re-declares the queue."""
     p = await make_pipeline(worker=False)
     message_id = await _ada_due(p, manual_clock)
     manual_clock.set(ADA_SEND_AT)
     await p.delete_queue()
     with pytest.raises(Exception, match="publish"):
         await p.scheduler.tick(ADA_SEND_AT)
-    assert await p.status(message_id) == "retrying"
+    assert await p.status(message_id) == "scheduled"
     await eventually(lambda: p.broker.can_publish, timeout=10)
     assert await p.scheduler.tick(ADA_SEND_AT + dt.timedelta(seconds=1)) == 1
     assert await p.ready_count() == 1
@@ -288,12 +291,17 @@ async def test_a_consumer_channel_closed_under_the_worker_is_reopened(
 class StallingBroker:
     """Publishes never get confirmed (a broker under a memory alarm)."""
 
+    names = broker_mod.Names("stalling")
+
     def __init__(self) -> None:
         self.publishing = asyncio.Event()
 
     async def publish(self, ids: list[uuid.UUID]) -> None:
         self.publishing.set()
         await asyncio.Event().wait()
+
+    async def queue_depth(self, queue: str | None = None) -> int:
+        return 0
 
 
 async def test_a_publish_cancelled_mid_tick_hands_the_claimed_rows_straight_back(
@@ -539,3 +547,108 @@ async def test_a_start_batch_retried_after_an_outage_measures_its_lease_from_the
     assert last_try > now
     assert await pool.fetchval("SELECT lease_until FROM messages WHERE id = $1", ada) \
         == last_try + lease
+
+
+# -- backpressure ---------------------------------------------------------------------
+
+
+async def test_the_tick_claims_only_what_the_queue_has_room_for_and_the_rest_follows(
+    make_pipeline: MakePipeline, manual_clock: clock_mod.ManualClock
+) -> None:
+    """With room for 10 in the queue and nobody consuming, a tick publishes 10 and
+    leaves the other 15 scheduled (leased to nobody, so nothing can run out);
+    once workers drain the queue, later ticks publish the rest, each id once."""
+    p = await make_pipeline(worker=False, config=dataclasses.replace(FAST, concurrency=5))
+    p.scheduler.flow.floor = 10
+    p.scheduler.cfg = dataclasses.replace(p.scheduler.cfg, tick_budget_s=0.3)
+    manual_clock.set(dt.datetime(2027, 1, 10, tzinfo=UTC))
+    for i in range(25):
+        await p.add_user(first=f"U{i}", email=f"u{i}@example.com", location="UTC")
+    nine = dt.datetime(2027, 1, 15, 9, 0, tzinfo=UTC)
+    manual_clock.set(nine)
+    assert await p.scheduler.tick(nine) == 10
+    counts = dict(await p.pool.fetch(
+        "SELECT status, count(*) FROM messages WHERE occasion_date = '2027-01-15' "
+        "GROUP BY status"))
+    assert counts == {"queued": 10, "scheduled": 15}
+    assert await p.ready_count() == 10
+    await p.start_worker()
+    published = 10
+
+    async def all_sent() -> bool:
+        nonlocal published
+        published += await p.scheduler.tick(manual_clock.now())
+        return await p.pool.fetchval(
+            "SELECT count(*) FROM messages WHERE status = 'sent'") == 25
+
+    await eventually(all_sent, timeout=20, interval=0.2)
+    await p.settle()
+    assert published == 25
+    assert sorted(set(p.recorder.by_key().values())) == [1]
+    assert len(p.recorder.calls) == 25
+
+
+async def test_a_publish_that_finds_no_queue_hands_back_and_redeclares(
+    make_pipeline: MakePipeline, manual_clock: clock_mod.ManualClock
+) -> None:
+    """The queue vanishes between a tick's depth reading and its publish: the
+    unroutable ids come back (mandatory), the rows are handed back, and the
+    broker re-declares the queue."""
+    p = await make_pipeline(worker=False)
+    message_id = await _ada_due(p, manual_clock)
+    ids = await store.claim_due(p.pool, ADA_SEND_AT, 10, ADA_SEND_AT + AHEAD, ADA_SEND_AT)
+    await p.delete_queue()
+    with pytest.raises(Exception, match="publish"):
+        await dispatch.publish_claimed(p.pool, p.broker, ids, ADA_SEND_AT)
+    assert await p.status(message_id) == "retrying"
+    await eventually(lambda: p.broker.can_publish, timeout=10)
+    assert await p.scheduler.tick(ADA_SEND_AT + dt.timedelta(seconds=1)) == 1
+    assert await p.ready_count() == 1
+
+
+# -- the dead-letter queue ---------------------------------------------------------------
+
+
+async def test_the_dead_letter_queue_is_bounded_oldest_first_and_its_depth_exported(
+    queue_name: str, pool: asyncpg.Pool, manual_clock: clock_mod.ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(broker_mod, "DEAD_LETTER_MAX", 2)
+    broker = broker_mod.Broker(RABBITMQ_URL, queue_name)
+    await broker.start()
+    try:
+        connection = await aiormq.connect(RABBITMQ_URL)
+        try:
+            channel = await connection.channel()
+            for body in (b"1", b"2", b"3"):
+                await channel.basic_publish(body, exchange=broker.names.dead_exchange)
+        finally:
+            await connection.close()
+        await eventually(
+            lambda: broker.queue_depth(broker.names.dead_queue), timeout=5)
+        assert await broker.queue_depth(broker.names.dead_queue) == 2
+        sched = scheduler_mod.Scheduler(pool, broker, manual_clock, config.SchedulerConfig())
+        await sched.tick(manual_clock.now())
+        assert metrics.QUEUE_DEPTH.labels("dead")._value.get() == 2
+        assert metrics.QUEUE_DEPTH.labels("main")._value.get() == 0
+    finally:
+        await broker.stop()
+
+
+async def test_a_dead_letter_queue_declared_without_a_bound_is_kept(queue_name: str) -> None:
+    """An older version declared it without the bound: arguments cannot change in
+    place, so the broker keeps it (and says so) instead of failing to connect."""
+    connection = await aiormq.connect(RABBITMQ_URL)
+    try:
+        channel = await connection.channel()
+        await channel.queue_declare(f"{queue_name}.dead", durable=True,
+                                    arguments={"x-queue-type": "quorum"})
+    finally:
+        await connection.close()
+    broker = broker_mod.Broker(RABBITMQ_URL, queue_name)
+    await asyncio.wait_for(broker.start(), 10)
+    try:
+        assert broker.can_publish
+        assert await broker.queue_depth() == 0
+    finally:
+        await broker.stop()
