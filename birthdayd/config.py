@@ -213,8 +213,6 @@ class SchedulerConfig:
     cron_daily: str = _D.cron_daily_schedule
     send_hour: int = _D.send_hour
     max_lateness: dt.timedelta = _D.max_lateness
-    publish_lease: dt.timedelta = _D.lease_margin
-    """How long a claimed row may wait for its publish to be confirmed."""
     call_lease: dt.timedelta = (dt.timedelta(milliseconds=_D.email_api_timeout_ms)
                                 + _D.lease_margin)
     """The grace a called row whose lease ran out gets before it is taken back
@@ -231,7 +229,7 @@ class SchedulerConfig:
     def from_settings(cls, s: Settings) -> SchedulerConfig:
         return cls(cron_minute=s.cron_minute_schedule, cron_recovery=s.cron_recovery_schedule,
                    cron_daily=s.cron_daily_schedule, send_hour=s.send_hour,
-                   max_lateness=s.max_lateness, publish_lease=s.lease_margin,
+                   max_lateness=s.max_lateness,
                    call_lease=WorkerConfig.from_settings(s).call_lease,
                    stop_grace_s=s.shutdown_grace_s)
 
@@ -285,8 +283,9 @@ OPTIONS = (
     _Option("shutdown_grace_s", "--shutdown-grace", "SHUTDOWN_GRACE",
             click.FloatRange(0, 3600), "Seconds SIGTERM waits for in-flight sends."),
     _Option("lease_margin", "--lease-margin", "LEASE_MARGIN", Duration(),
-            "How long a row may stay in sending past the provider timeout, or queued "
-            "before RabbitMQ confirms it, before recovery presumes its owner dead."),
+            "How long a row may stay in sending past the provider timeout before "
+            "recovery presumes its worker dead (and how long a retry the worker "
+            "re-publishes may wait for its confirm)."),
     _Option("fake_now", "--now", "BIRTHDAYD_NOW", Instant(),
             "Run as if the clock read this instant at start (demos, end-to-end tests)."),
 )

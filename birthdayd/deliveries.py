@@ -221,12 +221,11 @@ class Deliveries:
 
     # -- re-publishing ----------------------------------------------------------
 
-    async def republish(self, message_id: uuid.UUID, broker: broker_mod.Broker,
-                        lease: dt.timedelta) -> bool:
+    async def republish(self, message_id: uuid.UUID, broker: broker_mod.Broker) -> bool:
         """Claim a retrying row and publish it again (a short backoff the
         worker handles itself); False if the tick got there first."""
         now = self.clock.now()
-        if not await store.claim_one(self.pool, message_id, now + lease, now):
+        if not await store.claim_one(self.pool, message_id, now + dispatch.QUEUED_LEASE, now):
             return False
         await dispatch.publish_claimed(self.pool, broker, [message_id], now)
         return True

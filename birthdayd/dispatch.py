@@ -1,11 +1,13 @@
-"""Hand claimed rows to RabbitMQ without a window in which a crash strands them.
+"""Hand claimed rows to RabbitMQ.
 
-A claim marks rows ``queued`` under a short *publish lease* and commits (a
-worker must find them queued).  Once RabbitMQ has confirmed the ids, the
-lease is extended to :data:`QUEUED_LEASE`, long enough for any backlog.  A
-process that dies between the two leaves rows whose short lease soon runs
-out, and recovery hands them back; a publish that fails hands them back at
-once.
+A claim marks rows ``queued`` under :data:`QUEUED_LEASE` and commits (a
+worker must find them queued), then the ids are published with confirms.  A
+publish that fails, or is cancelled (SIGTERM), hands the rows back at once.
+The lease is set by the claim itself (one write per greeting fewer than a
+short lease extended after the confirm): the tick's backpressure keeps the
+queue small enough to drain well within it.  The price is paid only if a
+scheduler is killed between a claim and its confirm: those rows (at most a
+few batches) wait for the lease before recovery publishes them again.
 """
 
 from __future__ import annotations
@@ -31,11 +33,10 @@ async def publish_claimed(
     except BaseException:
         # Failed, or cancelled (a SIGTERM mid-tick): hand the rows straight
         # back, shielded so that a cancelled caller still does it.  If even
-        # this fails, the publish lease runs out and recovery acts.
+        # this fails, the queued lease runs out and recovery acts.
         try:
             await asyncio.shield(store.unclaim(db, ids, now))
         except Exception:
             logger.exception("could not hand back %d unpublished rows", len(ids),
                              extra={"event": "unclaim_failed"})
         raise
-    await store.extend_lease(db, ids, now + QUEUED_LEASE)

@@ -142,19 +142,6 @@ WHERE id IN (
 )
 RETURNING id;
 
--- name: extend_lease
--- RabbitMQ confirmed the ids: the rows may wait in the queue this long.  A
--- row a worker holds is on its way to sending and needs no longer lease.
-UPDATE messages m SET lease_until = $2
-FROM (
-    SELECT id, status FROM messages
-    WHERE id = ANY($1::uuid[])
-    ORDER BY id
-    OFFSET 0
-    FOR UPDATE SKIP LOCKED
-) AS confirmed
-WHERE m.id = confirmed.id AND confirmed.status = 'queued';
-
 -- name: unclaim
 -- A publish failed: hand the rows straight back, due now.
 UPDATE messages m

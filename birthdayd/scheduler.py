@@ -91,7 +91,7 @@ class Scheduler:
                 batch_now = now + dt.timedelta(seconds=time.monotonic() - started_s)
                 # Committed before publishing: a worker must find the row queued.
                 ids = await store.claim_due(self.pool, horizon, limit,
-                                            batch_now + self.cfg.publish_lease, batch_now)
+                                            batch_now + dispatch.QUEUED_LEASE, batch_now)
                 if ids:
                     self.flow.published(len(ids))
                     task = asyncio.create_task(self._publish(ids, batch_now))

@@ -227,10 +227,6 @@ async def unclaim(db: Executor, ids: list[uuid.UUID], now: dt.datetime) -> None:
     await db.execute(Q["unclaim"], ids, now)
 
 
-async def extend_lease(db: Executor, ids: list[uuid.UUID], lease_until: dt.datetime) -> None:
-    await db.execute(Q["extend_lease"], ids, lease_until)
-
-
 async def claim_one(db: Executor, message_id: uuid.UUID, lease_until: dt.datetime,
                     now: dt.datetime) -> bool:
     return await db.fetchval(Q["claim_one"], message_id, lease_until, now) is not None

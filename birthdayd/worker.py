@@ -229,7 +229,7 @@ class Worker:
         self._timers.add(handle)
 
     async def _republish(self, message_id: uuid.UUID) -> None:
-        # On any failure the row is retrying, or queued under a short lease:
+        # On any failure the row is retrying, or handed back to retrying:
         # the tick or recovery takes it from there.
         with contextlib.suppress(Exception):
-            await self.deliveries.republish(message_id, self.broker, self.config.lease_margin)
+            await self.deliveries.republish(message_id, self.broker)
