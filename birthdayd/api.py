@@ -12,7 +12,7 @@ import hmac
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import asyncpg
@@ -204,16 +204,20 @@ def iso(value: dt.datetime | None) -> str | None:
 # -- views --------------------------------------------------------------------
 
 
-def schedule_entry(row: store.Row) -> dict[str, Any]:
-    return {
-        "occasion": row["occasion"],
-        "date": row["occasion_date"].isoformat(),
-        "sendAt": iso(row["send_at"]),
-        "status": row["status"],
-    }
+def schedule_of(user: store.Row) -> list[dict[str, Any]]:
+    """The user's schedule from the arrays store.user_with_schedule returns."""
+    if not user["occasions"]:
+        return []
+    return [
+        {"occasion": occasion, "date": day.isoformat(), "sendAt": iso(send_at),
+         "status": status}
+        for occasion, day, send_at, status in zip(
+            user["occasions"], user["dates"], user["send_ats"], user["statuses"], strict=True)
+    ]
 
 
-def user_view(user: store.Row, pending: list[store.Row]) -> dict[str, Any]:
+def user_view(user: store.Row) -> dict[str, Any]:
+    """A user with its schedule (a row of store.user_with_schedule or create_user)."""
     anniversary = user["anniversary"]
     return {
         "id": user["id"],
@@ -223,7 +227,7 @@ def user_view(user: store.Row, pending: list[store.Row]) -> dict[str, Any]:
         "birthday": user["birthday"].isoformat(),
         "anniversary": anniversary.isoformat() if anniversary else None,
         "location": user["location"],
-        "schedule": [schedule_entry(p) for p in pending],
+        "schedule": schedule_of(user),
         "createdAt": iso(user["created_at"]),
         "updatedAt": iso(user["updated_at"]),
     }
@@ -243,19 +247,11 @@ def message_view(row: store.Row) -> dict[str, Any]:
     }
 
 
-async def users_view(pool: asyncpg.Pool, users: Sequence[store.Row]) -> list[dict[str, Any]]:
-    pending = await store.pending_for_users(pool, [u["id"] for u in users])
-    by_user: dict[uuid.UUID, list[store.Row]] = {}
-    for row in pending:
-        by_user.setdefault(row["user_id"], []).append(row)
-    return [user_view(u, by_user.get(u["id"], [])) for u in users]
-
-
 async def one_user_view(pool: asyncpg.Pool, user_id: uuid.UUID) -> dict[str, Any]:
-    user = await store.get_user(pool, user_id)
+    user = await store.user_with_schedule(pool, user_id)
     if user is None:
         raise ApiError(404, "not_found", f"No user with id {user_id}.")
-    return (await users_view(pool, [user]))[0]
+    return user_view(user)
 
 
 def _email_taken(email: str) -> ApiError:
@@ -274,11 +270,10 @@ async def create_user(request: web.Request) -> web.Response:
     if errors:
         raise _invalid(errors)
     try:
-        user_id = await greetings.create_user(deps.pool, fields, now, deps.send_hour)
+        user = await greetings.create(deps.pool, fields, now, deps.send_hour)
     except greetings.EmailTaken:
         raise _email_taken(fields["email"]) from None
-    view = await one_user_view(deps.pool, user_id)
-    return json_response(view, 201, {"Location": f"/user/{user_id}"})
+    return json_response(user_view(user), 201, {"Location": f"/user/{user['id']}"})
 
 
 async def get_user(request: web.Request) -> web.Response:
@@ -317,8 +312,8 @@ async def list_users(request: web.Request) -> web.Response:
     limit, after = page_params(request, errors)
     if errors:
         raise _invalid(errors)
-    rows = await store.list_users(deps.pool, after, limit + 1)
-    items = await users_view(deps.pool, rows[:limit])
+    rows = await store.users_with_schedule(deps.pool, after, limit + 1)
+    items = [user_view(u) for u in rows[:limit]]
     nxt = str(rows[limit - 1]["id"]) if len(rows) > limit else None
     return json_response({"items": items, "next": nxt})
 

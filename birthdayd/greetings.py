@@ -10,7 +10,7 @@ import datetime as dt
 import logging
 import uuid
 import zoneinfo
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import asyncpg
@@ -64,17 +64,26 @@ async def plan_many(
     user has.  The next greeting comes after every greeting already planned or
     done for that occasion; the UNIQUE keys make a repeated plan a no-op."""
     latest = await store.latest_dates(db, [user["id"] for user, _ in wanted])
-    plans = []
-    for user, which in wanted:
-        zone = zoneinfo.ZoneInfo(user["location"])
-        for occasion in which:
-            origin = _origin(user, occasion)
-            if origin is None:
-                continue
-            after = latest.get((user["id"], occasion))
-            nxt = calendar_rules.next_greeting(origin, zone, send_hour, now, after=after)
-            plans.append((user["id"], occasion, nxt.date, nxt.send_at))
+    plans = [plan for user, which in wanted
+             for plan in _next_greetings(user, which, now, send_hour, latest)]
     await store.insert_messages(db, plans, now)
+
+
+def _next_greetings(
+    user: store.Row, which: Iterable[str], now: dt.datetime, send_hour: int,
+    latest: Mapping[tuple[uuid.UUID, str], dt.date],
+) -> list[tuple[uuid.UUID, str, dt.date, dt.datetime]]:
+    """(user_id, occasion, date, send_at) of each occasion's next greeting."""
+    zone = zoneinfo.ZoneInfo(user["location"])
+    plans = []
+    for occasion in which:
+        origin = _origin(user, occasion)
+        if origin is None:
+            continue
+        after = latest.get((user["id"], occasion))
+        nxt = calendar_rules.next_greeting(origin, zone, send_hour, now, after=after)
+        plans.append((user["id"], occasion, nxt.date, nxt.send_at))
+    return plans
 
 
 async def plan_next(
@@ -103,16 +112,23 @@ async def plan_next(
                          extra={"event": "plan_failed"})
 
 
-async def create_user(
-    pool: asyncpg.Pool, fields: dict[str, Any], now: dt.datetime, send_hour: int
-) -> uuid.UUID:
+async def create(
+    db: store.Executor, fields: dict[str, Any], now: dt.datetime, send_hour: int
+) -> store.Record:
+    """Insert a user and its first greetings in one statement (one round trip);
+    returns the user with its schedule, as store.user_with_schedule does."""
     user_id = store.new_id()
-    async with pool.acquire() as conn, conn.transaction():
-        try:
-            user = await store.insert_user(conn, user_id, fields, now)
-        except asyncpg.UniqueViolationError as e:
-            raise EmailTaken(fields["email"]) from e
-        await plan(conn, user, now, send_hour)
+    plans = _next_greetings({**fields, "id": user_id}, occasions.OCCASIONS, now, send_hour, {})
+    try:
+        return await store.create_user(db, user_id, fields, plans, now)
+    except asyncpg.UniqueViolationError as e:
+        raise EmailTaken(fields["email"]) from e
+
+
+async def create_user(
+    db: store.Executor, fields: dict[str, Any], now: dt.datetime, send_hour: int
+) -> uuid.UUID:
+    user_id: uuid.UUID = (await create(db, fields, now, send_hour))["id"]
     return user_id
 
 
@@ -152,12 +168,9 @@ async def update_user(
     return True
 
 
-async def delete_user(pool: asyncpg.Pool, user_id: uuid.UUID, now: dt.datetime) -> bool:
-    async with pool.acquire() as conn, conn.transaction():
-        if not await store.delete_user(conn, user_id, now):
-            return False
-        await store.cancel_pending(conn, user_id, now)
-    return True
+async def delete_user(db: store.Executor, user_id: uuid.UUID, now: dt.datetime) -> bool:
+    """Delete a user and cancel its pending greetings (one statement)."""
+    return await store.delete_user(db, user_id, now)
 
 
 # Any constant will do; the same for every replica (and not the migrations' key).

@@ -11,6 +11,71 @@ RETURNING *;
 -- name: get_user
 SELECT * FROM users WHERE id = $1 AND deleted_at IS NULL;
 
+-- name: create_user
+-- A user and its first greetings, in one statement (one round trip): $1-$7
+-- the user, $8 now, $9-$12 the greetings (id, occasion, date, send_at).
+-- Returns the user with its schedule, shaped like user_with_schedule.
+WITH u AS (
+    INSERT INTO users (id, first_name, last_name, email, birthday, anniversary, location,
+                       created_at, updated_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+    RETURNING *
+), m AS (
+    INSERT INTO messages (id, user_id, occasion, occasion_date, send_at, status, due_at,
+                          created_at, updated_at)
+    SELECT t.id, u.id, t.occasion, t.occasion_date, t.send_at, 'scheduled', t.send_at, $8, $8
+    FROM u, unnest($9::uuid[], $10::text[], $11::date[], $12::timestamptz[])
+         AS t (id, occasion, occasion_date, send_at)
+    RETURNING occasion, occasion_date, send_at, status
+)
+SELECT u.*,
+       (SELECT array_agg(occasion ORDER BY occasion) FROM m) AS occasions,
+       (SELECT array_agg(occasion_date ORDER BY occasion) FROM m) AS dates,
+       (SELECT array_agg(send_at ORDER BY occasion) FROM m) AS send_ats,
+       (SELECT array_agg(status ORDER BY occasion) FROM m) AS statuses
+FROM u;
+
+-- name: user_with_schedule
+-- GET /user/{id} in one statement: the user and, per occasion, the next
+-- greeting not yet done (the pending-by-user index serves it).
+SELECT u.*, s.occasions, s.dates, s.send_ats, s.statuses
+FROM users u
+CROSS JOIN LATERAL (
+    SELECT array_agg(p.occasion ORDER BY p.occasion) AS occasions,
+           array_agg(p.occasion_date ORDER BY p.occasion) AS dates,
+           array_agg(p.send_at ORDER BY p.occasion) AS send_ats,
+           array_agg(p.status ORDER BY p.occasion) AS statuses
+    FROM (
+        SELECT DISTINCT ON (m.occasion) m.occasion, m.occasion_date, m.send_at, m.status
+        FROM messages m
+        WHERE m.user_id = u.id
+          AND m.status IN ('scheduled', 'queued', 'sending', 'retrying')
+        ORDER BY m.occasion, m.occasion_date
+    ) AS p
+) AS s
+WHERE u.id = $1 AND u.deleted_at IS NULL;
+
+-- name: users_with_schedule
+-- A page of GET /users in one statement, each user as user_with_schedule.
+SELECT u.*, s.occasions, s.dates, s.send_ats, s.statuses
+FROM users u
+CROSS JOIN LATERAL (
+    SELECT array_agg(p.occasion ORDER BY p.occasion) AS occasions,
+           array_agg(p.occasion_date ORDER BY p.occasion) AS dates,
+           array_agg(p.send_at ORDER BY p.occasion) AS send_ats,
+           array_agg(p.status ORDER BY p.occasion) AS statuses
+    FROM (
+        SELECT DISTINCT ON (m.occasion) m.occasion, m.occasion_date, m.send_at, m.status
+        FROM messages m
+        WHERE m.user_id = u.id
+          AND m.status IN ('scheduled', 'queued', 'sending', 'retrying')
+        ORDER BY m.occasion, m.occasion_date
+    ) AS p
+) AS s
+WHERE u.deleted_at IS NULL AND ($1::uuid IS NULL OR u.id > $1)
+ORDER BY u.id
+LIMIT $2;
+
 -- name: lock_user
 SELECT * FROM users WHERE id = $1 AND deleted_at IS NULL FOR UPDATE;
 
@@ -22,9 +87,25 @@ WHERE id = $1 AND deleted_at IS NULL
 RETURNING *;
 
 -- name: delete_user
-UPDATE users SET deleted_at = $2, updated_at = $2
-WHERE id = $1 AND deleted_at IS NULL
-RETURNING id;
+-- DELETE /user/{id} in one statement: the user is marked deleted (its row
+-- locked first, as every writer does: users before messages), and its
+-- greetings not yet taken by a worker are cancelled.  One a worker holds is
+-- cancelled by the worker's claim_call instead.
+WITH gone AS (
+    UPDATE users SET deleted_at = $2, updated_at = $2
+    WHERE id = $1 AND deleted_at IS NULL
+    RETURNING id
+), cancelled AS (
+    UPDATE messages SET status = 'cancelled', lease_until = NULL, updated_at = $2
+    WHERE id IN (
+        SELECT id FROM messages
+        WHERE user_id IN (SELECT id FROM gone)
+          AND status IN ('scheduled', 'queued', 'retrying')
+        ORDER BY id
+        FOR UPDATE
+    )
+)
+SELECT id FROM gone;
 
 -- name: list_users
 SELECT * FROM users
@@ -65,15 +146,6 @@ FOR UPDATE;
 DELETE FROM messages
 WHERE user_id = $1 AND status IN ('scheduled', 'queued', 'retrying', 'sending')
   AND occasion = ANY($2::text[]) AND send_at > $3;
-
--- name: cancel_pending
-UPDATE messages SET status = 'cancelled', lease_until = NULL, updated_at = $2
-WHERE id IN (
-    SELECT id FROM messages
-    WHERE user_id = $1 AND status IN ('scheduled', 'queued', 'retrying')
-    ORDER BY id
-    FOR UPDATE
-);
 
 -- name: insert_messages
 -- The UNIQUE keys turn a second plan for the same greeting into a no-op.

@@ -137,6 +137,29 @@ async def get_user(db: Executor, user_id: uuid.UUID) -> Record | None:
     return await db.fetchrow(Q["get_user"], user_id)
 
 
+async def create_user(db: Executor, user_id: uuid.UUID, fields: dict[str, Any],
+                      plans: list[tuple[uuid.UUID, str, dt.date, dt.datetime]],
+                      now: dt.datetime) -> Record:
+    """Insert a user and its greetings (plans as for insert_messages)."""
+    row = await db.fetchrow(
+        Q["create_user"], user_id, fields["first_name"], fields["last_name"],
+        fields["email"], fields["birthday"], fields["anniversary"], fields["location"], now,
+        [new_id() for _ in plans], [p[1] for p in plans], [p[2] for p in plans],
+        [p[3] for p in plans],
+    )
+    assert row is not None
+    return row
+
+
+async def user_with_schedule(db: Executor, user_id: uuid.UUID) -> Record | None:
+    return await db.fetchrow(Q["user_with_schedule"], user_id)
+
+
+async def users_with_schedule(db: Executor, after: uuid.UUID | None, limit: int
+                              ) -> list[Record]:
+    return await db.fetch(Q["users_with_schedule"], after, limit)
+
+
 async def lock_user(db: Executor, user_id: uuid.UUID) -> Record | None:
     return await db.fetchrow(Q["lock_user"], user_id)
 
@@ -181,10 +204,6 @@ async def lock_users(db: Executor, user_ids: list[uuid.UUID]) -> list[Record]:
 async def drop_unsent(db: Executor, user_id: uuid.UUID, which: list[str],
                       now: dt.datetime) -> None:
     await db.execute(Q["drop_unsent"], user_id, which, now)
-
-
-async def cancel_pending(db: Executor, user_id: uuid.UUID, now: dt.datetime) -> None:
-    await db.execute(Q["cancel_pending"], user_id, now)
 
 
 async def insert_messages(db: Executor, plans: list[tuple[uuid.UUID, str, dt.date, dt.datetime]],

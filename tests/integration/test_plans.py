@@ -69,6 +69,10 @@ def _scans(nodes: list[dict[str, Any]]) -> set[tuple[str, str]]:
 
 
 CASES = [
+    pytest.param("user_with_schedule", lambda u: (u,), "messages_pending_by_user",
+                 id="GET-user"),
+    pytest.param("users_with_schedule", lambda u: (None, 101), "messages_pending_by_user",
+                 id="GET-users"),
     pytest.param("pending_for_users", lambda u: ([u],), "messages_pending_by_user",
                  id="GET-user-schedule"),
     pytest.param("latest_dates", lambda u: ([u],), "messages_once", id="plan-latest-dates"),
@@ -78,7 +82,7 @@ CASES = [
     pytest.param("due_backlog", lambda u: (NOW,), "messages_due", id="tick-backlog"),
     pytest.param("recover_stale", lambda u: (NOW, 1000, dt.timedelta(seconds=70)),
                  "messages_leased", id="recovery"),
-    pytest.param("cancel_pending", lambda u: (u, NOW), "messages_pending_by_user",
+    pytest.param("delete_user", lambda u: (u, NOW), "messages_pending_by_user",
                  id="DELETE-user"),
     pytest.param("drop_unsent", lambda u: (u, ["birthday"], NOW), "messages_pending_by_user",
                  id="PUT-user"),
