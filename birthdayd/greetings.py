@@ -182,17 +182,16 @@ async def heal(pool: asyncpg.Pool, now: dt.datetime, send_hour: int, page: int =
     """Give every live user its next greeting per occasion; returns how many were
     missing, or None when another replica is healing right now.
 
-    One replica at a time (a session advisory lock, released if its connection
-    dies); keyset pages of ``page`` users, each planned in one short transaction
-    that locks only the users it plans for, so the tick and the API wait at most
-    one page."""
-    async with pool.acquire() as holder:
-        if not await holder.fetchval("SELECT pg_try_advisory_lock($1)", HEAL_LOCK_KEY):
+    One replica at a time: a transaction-level advisory lock, held by a
+    connection that does nothing else and released when its transaction ends,
+    however the heal ends (a pooled connection is never handed back holding
+    it).  Keyset pages of ``page`` users, each planned in one short transaction
+    that locks only the users it plans for, so the tick and the API wait at
+    most one page."""
+    async with pool.acquire() as holder, holder.transaction():
+        if not await holder.fetchval("SELECT pg_try_advisory_xact_lock($1)", HEAL_LOCK_KEY):
             return None
-        try:
-            return await _heal_pages(pool, now, send_hour, page)
-        finally:
-            await holder.execute("SELECT pg_advisory_unlock($1)", HEAL_LOCK_KEY)
+        return await _heal_pages(pool, now, send_hour, page)
 
 
 async def _heal_pages(pool: asyncpg.Pool, now: dt.datetime, send_hour: int, page: int) -> int:

@@ -82,6 +82,10 @@ async def open_pool(settings: Settings, stop: asyncio.Event) -> asyncpg.Pool | N
                 # connection is then released, so no acquire waits forever.
                 command_timeout=timeout_s,
                 timeout=timeout_s,
+                # No reset round trip per release: birthdayd keeps no session
+                # state (no SET, LISTEN, cursors or session advisory locks; an
+                # open transaction is still rolled back by asyncpg).
+                reset=_keep_session,
             )
         except asyncpg.InvalidCatalogNameError as e:
             raise SchemaNotReady(f"{e}; run 'birthdayd migrate --create-db' first") from e
@@ -92,6 +96,10 @@ async def open_pool(settings: Settings, stop: asyncio.Event) -> asyncpg.Pool | N
                                    give_up=stop)
     except backoff.GaveUp:
         return None
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """The pool's reset: nothing to reset (see open_pool)."""
 
 
 async def check_schema(pool: asyncpg.Pool) -> None:

@@ -652,3 +652,21 @@ async def test_a_dead_letter_queue_declared_without_a_bound_is_kept(queue_name: 
         assert await broker.queue_depth() == 0
     finally:
         await broker.stop()
+
+
+async def test_a_pooled_connection_is_released_without_a_reset_round_trip(
+    database_url: str,
+) -> None:
+    """asyncpg's default reset runs a statement on every release (about a tenth
+    of an API process's CPU); birthdayd keeps no session state, so it runs none."""
+    pool = await runtime.open_pool(Settings(database_url=database_url), asyncio.Event())
+    assert pool is not None
+    ran: list[str] = []
+    try:
+        async with pool.acquire() as conn:
+            conn.add_query_logger(lambda record: ran.append(record.query))
+            await conn.fetchval("SELECT 1")
+        await asyncio.sleep(0.05)
+        assert ran == ["SELECT 1"]
+    finally:
+        await pool.close()
