@@ -162,6 +162,7 @@ class Settings:
     max_lateness: dt.timedelta = dt.timedelta(days=7)
     port: int = 3000
     host: str = "0.0.0.0"  # noqa: S104 - a daemon in a container listens on all interfaces
+    reuse_port: bool = False
     api_token: str | None = None
     log_level: str = "info"
     log_format: str = "json"
@@ -273,6 +274,9 @@ OPTIONS = (
             "A greeting later than this after its time is expired, not sent (90m, 36h, 7d)."),
     _Option("port", "--port", "PORT", _count(0, 65535), "HTTP port (every role serves it)."),
     _Option("host", "--host", "HOST", str, "HTTP listen address."),
+    _Option("reuse_port", "--reuse-port", "HTTP_REUSE_PORT", click.BOOL,
+            "Let several api processes on one host share PORT (SO_REUSEPORT; the kernel "
+            "spreads connections across them)."),
     _Option("api_token", "--api-token", "API_TOKEN", str,
             "When set, /user* and /messages* need 'Authorization: Bearer <token>'."),
     _Option("log_level", "--log-level", "LOG_LEVEL",

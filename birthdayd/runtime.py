@@ -213,7 +213,8 @@ async def _serve_http(settings: Settings, roles: Sequence[str], pool: asyncpg.Po
     runner = web.AppRunner(api.create_app(deps), access_log=None)
     await runner.setup()
     try:
-        await web.TCPSite(runner, settings.host, settings.port).start()
+        await web.TCPSite(runner, settings.host, settings.port,
+                          reuse_port=settings.reuse_port or None).start()
     except BaseException:
         await runner.cleanup()
         raise

@@ -146,7 +146,7 @@ class Cluster:
         return proc
 
     async def start(self, *roles: str, **env: str) -> Proc:
-        port = free_port()
+        port = int(env.get("PORT") or free_port())
         args = ["run"] + [a for r in roles for a in ("--role", r)]
         full_env = {**self.base_env, "PORT": str(port), "HOST": "127.0.0.1",
                     "BIRTHDAYD_NOW": self.timeline.now().isoformat(), **env}

@@ -13,7 +13,7 @@ import aiohttp
 
 from birthdayd import migrations
 from tests.conftest import RABBITMQ_URL, _admin, db_url
-from tests.e2e.conftest import BIRTHDAYD, Proc, free_port
+from tests.e2e.conftest import BIRTHDAYD, Cluster, Proc, eventually, free_port
 
 
 async def test_migrate_create_db_then_run_serves_and_stops_on_sigterm(
@@ -64,3 +64,31 @@ async def test_run_without_migrations_says_what_to_do(tmp_path: Path) -> None:
                             text=True, timeout=60, check=False)
     assert result.returncode == 1
     assert "birthdayd migrate --create-db" in result.stderr
+
+
+async def test_two_api_processes_share_a_port_with_reuse_port(
+    cluster: Cluster,
+) -> None:
+    """HTTP_REUSE_PORT=1: a second api process binds the same port (without it,
+    the bind fails) and both answer; one stopping leaves the other serving."""
+    port = free_port()
+    env = {"HTTP_REUSE_PORT": "1", "PORT": str(port)}
+    first = await cluster.start("api", **env)
+    second = await cluster.start("api", **env)  # its /ready may be the first's answer
+    assert first.port == second.port == port
+
+    async def second_listening() -> bool:
+        return '"event":"started"' in second.output()
+
+    await eventually(second_listening, 20, "the second process listening", cluster.logs)
+    async with aiohttp.ClientSession() as session:
+        for _ in range(20):
+            async with session.get(f"http://127.0.0.1:{port}/health") as r:
+                assert r.status == 200
+    first.signal(signal.SIGTERM)
+    assert await first.wait_exit(15) == 0
+    assert second.popen is not None and second.popen.poll() is None, second.output()
+    async with aiohttp.ClientSession() as session, session.get(
+        f"http://127.0.0.1:{port}/ready"
+    ) as r:
+        assert r.status == 200, second.output()
