@@ -286,16 +286,16 @@ async def update_user(request: web.Request) -> web.Response:
     user_id = path_id(request, "user")
     body = await read_json(request)
     try:
-        found = await greetings.update_user(
+        user = await greetings.update_user(
             deps.pool, user_id, body, deps.clock, deps.send_hour
         )
     except greetings.Invalid as e:
         raise _invalid(e.fields) from None
     except greetings.EmailTaken as e:
         raise _email_taken(str(e)) from None
-    if not found:
+    if user is None:
         raise ApiError(404, "not_found", f"No user with id {user_id}.")
-    return json_response(await one_user_view(deps.pool, user_id))
+    return json_response(user_view(user))
 
 
 async def delete_user(request: web.Request) -> web.Response:

@@ -134,8 +134,10 @@ async def create_user(
 
 async def update_user(
     pool: asyncpg.Pool, user_id: uuid.UUID, body: Any, clock: clock_mod.Clock, send_hour: int
-) -> bool:
-    """Apply a PUT body (any subset of fields); False if there is no such user.
+) -> store.Record | None:
+    """Apply a PUT body (any subset of fields); returns the user with its
+    schedule as committed (read in the same transaction), None if there is no
+    such user.
 
     Validation runs on the locked row, so concurrent edits of different fields
     both survive.  When an occasion's date or the zone changes, its greetings
@@ -151,7 +153,7 @@ async def update_user(
     async with pool.acquire() as conn, conn.transaction():
         before = await store.lock_user(conn, user_id)
         if before is None:
-            return False
+            return None
         now = clock.now()
         fields, errors = validation.validate_user(body, now, dict(before))
         if errors:
@@ -165,7 +167,7 @@ async def update_user(
         if changed:
             await store.drop_unsent(conn, user_id, changed, now)
             await plan(conn, after, now, send_hour, changed)
-    return True
+        return await store.user_with_schedule(conn, user_id)
 
 
 async def delete_user(db: store.Executor, user_id: uuid.UUID, now: dt.datetime) -> bool:

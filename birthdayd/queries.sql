@@ -404,6 +404,11 @@ WHERE u.deleted_at IS NULL AND ($1::uuid IS NULL OR u.id > $1)
 ORDER BY u.id
 LIMIT $2;
 
+-- name: queued_count
+-- Rows claimed and published, not yet taken by a worker (the tick's
+-- backpressure; the leased-rows index serves it).
+SELECT count(*) FROM messages WHERE status = 'queued';
+
 -- name: due_backlog
 SELECT count(*) FROM messages
 WHERE status IN ('scheduled', 'retrying') AND due_at <= $1;

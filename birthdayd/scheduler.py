@@ -12,7 +12,6 @@ import asyncio
 import datetime as dt
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -76,6 +75,8 @@ class Scheduler:
         published = 0
         started_s = time.monotonic()
         in_flight: set[asyncio.Task[None]] = set()
+        # Also tells a queue that is gone (the broker then declares it again).
+        metrics.QUEUE_DEPTH.labels("main").set(await self.broker.queue_depth())
         try:
             while not self._stopping:
                 room = await self._room()
@@ -93,8 +94,9 @@ class Scheduler:
                 ids = await store.claim_due(self.pool, horizon, limit,
                                             batch_now + dispatch.QUEUED_LEASE, batch_now)
                 if ids:
-                    self.flow.published(len(ids))
-                    task = asyncio.create_task(self._publish(ids, batch_now))
+                    self.flow.claimed(len(ids))
+                    task = asyncio.create_task(
+                        dispatch.publish_claimed(self.pool, self.broker, ids, batch_now))
                     in_flight.add(task)
                     task.add_done_callback(in_flight.discard)
                     published += len(ids)
@@ -114,17 +116,9 @@ class Scheduler:
                     raise failures[0]
         return published
 
-    async def _publish(self, ids: list[uuid.UUID], now: dt.datetime) -> None:
-        try:
-            await dispatch.publish_claimed(self.pool, self.broker, ids, now)
-        finally:
-            self.flow.settled(len(ids))
-
     async def _room(self) -> int:
-        depth = await self.broker.queue_depth()
-        metrics.QUEUE_DEPTH.labels("main").set(depth)
-        self.flow.observe(time.monotonic(), depth)
-        return self.flow.room(depth)
+        self.flow.observe(time.monotonic(), await store.queued_count(self.pool))
+        return self.flow.room()
 
     async def expire(self, now: dt.datetime, horizon: dt.datetime) -> int:
         """Greetings later than MAX_LATENESS become expired (and get next year's)."""

@@ -297,6 +297,11 @@ async def requeue_queued(db: Executor, now: dt.datetime) -> int:
     return len(await db.fetch(Q["requeue_queued"], now))
 
 
+async def queued_count(db: Executor) -> int:
+    count: int = await db.fetchval(Q["queued_count"])
+    return count
+
+
 async def due_backlog(db: Executor, now: dt.datetime) -> int:
     count: int = await db.fetchval(Q["due_backlog"], now)
     return count

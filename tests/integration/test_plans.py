@@ -80,6 +80,10 @@ CASES = [
                  id="daily-heal-page"),
     pytest.param("claim_due", lambda u: (NOW, 1000, NOW, NOW), "messages_due", id="tick-claim"),
     pytest.param("due_backlog", lambda u: (NOW,), "messages_due", id="tick-backlog"),
+    # Only the queued rows: the status index's range for 'queued' is as tight as
+    # the leased-rows index, so either (or both) is fine here.
+    pytest.param("queued_count", lambda u: (), "messages_leased", id="tick-backpressure",
+                 marks=pytest.mark.status_index_ok),
     pytest.param("recover_stale", lambda u: (NOW, 1000, dt.timedelta(seconds=70)),
                  "messages_leased", id="recovery"),
     pytest.param("delete_user", lambda u: (u, NOW), "messages_pending_by_user",
@@ -91,9 +95,12 @@ CASES = [
 
 @pytest.mark.parametrize(("name", "args", "index"), CASES)
 async def test_a_hot_statement_uses_its_index_without_statistics(
-    pool: asyncpg.Pool, big: uuid.UUID, name: str, args: Any, index: str
+    pool: asyncpg.Pool, big: uuid.UUID, name: str, args: Any, index: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     scans = _scans(await _plan(pool, name, *args(big)))
     assert any(found == index for _, found in scans), scans
     assert ("Seq Scan", "messages") not in scans, scans
-    assert not any(found == "messages_status_id" for _, found in scans), scans
+    if request.node.get_closest_marker("status_index_ok") is None:
+        # The status index walks every row in a state: every scheduled one.
+        assert not any(found == "messages_status_id" for _, found in scans), scans
