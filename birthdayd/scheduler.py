@@ -30,7 +30,7 @@ AHEAD_MARGIN = dt.timedelta(seconds=2)
 # Claimed batches whose publishes may be in flight at once (each batch's ids
 # are themselves published concurrently, confirms awaited together).
 PIPELINE = 3
-# How often a tick waiting for room in the queue reads its depth again.
+# How often a tick waiting for the backlog to drain counts queued rows again.
 FLOW_POLL_S = 0.5
 
 
@@ -69,9 +69,9 @@ class Scheduler:
         return published
 
     async def _claim_and_publish(self, now: dt.datetime, horizon: dt.datetime) -> int:
-        """Claim due rows in batches as the queue has room for them (backpressure,
-        see flow.py), with up to ``PIPELINE`` batches' publishes in flight; a
-        failed or cancelled publish hands its rows straight back."""
+        """Claim due rows in batches while the backlog has room for them
+        (backpressure, see flow.py), with up to ``PIPELINE`` batches' publishes
+        in flight; a failed or cancelled publish hands its rows straight back."""
         published = 0
         started_s = time.monotonic()
         in_flight: set[asyncio.Task[None]] = set()
@@ -82,8 +82,8 @@ class Scheduler:
                 room = await self._room()
                 if room == 0:
                     if time.monotonic() - started_s > self.cfg.tick_budget_s:
-                        logger.warning("the queue stays full; the next tick goes on",
-                                       extra={"event": "tick_backpressure"})
+                        logger.warning("the backlog stays at its bound; the next tick "
+                                       "goes on", extra={"event": "tick_backpressure"})
                         break
                     await asyncio.sleep(FLOW_POLL_S)
                     continue
