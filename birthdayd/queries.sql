@@ -36,44 +36,14 @@ SELECT u.*,
 FROM u;
 
 -- name: user_with_schedule
--- GET /user/{id} in one statement: the user and, per occasion, the next
--- greeting not yet done (the pending-by-user index serves it).
-SELECT u.*, s.occasions, s.dates, s.send_ats, s.statuses
-FROM users u
-CROSS JOIN LATERAL (
-    SELECT array_agg(p.occasion ORDER BY p.occasion) AS occasions,
-           array_agg(p.occasion_date ORDER BY p.occasion) AS dates,
-           array_agg(p.send_at ORDER BY p.occasion) AS send_ats,
-           array_agg(p.status ORDER BY p.occasion) AS statuses
-    FROM (
-        SELECT DISTINCT ON (m.occasion) m.occasion, m.occasion_date, m.send_at, m.status
-        FROM messages m
-        WHERE m.user_id = u.id
-          AND m.status IN ('scheduled', 'queued', 'sending', 'retrying')
-        ORDER BY m.occasion, m.occasion_date
-    ) AS p
-) AS s
-WHERE u.id = $1 AND u.deleted_at IS NULL;
+-- GET /user/{id} in one statement (the view is in migration 0004).
+SELECT * FROM users_with_schedule WHERE id = $1 AND deleted_at IS NULL;
 
 -- name: users_with_schedule
 -- A page of GET /users in one statement, each user as user_with_schedule.
-SELECT u.*, s.occasions, s.dates, s.send_ats, s.statuses
-FROM users u
-CROSS JOIN LATERAL (
-    SELECT array_agg(p.occasion ORDER BY p.occasion) AS occasions,
-           array_agg(p.occasion_date ORDER BY p.occasion) AS dates,
-           array_agg(p.send_at ORDER BY p.occasion) AS send_ats,
-           array_agg(p.status ORDER BY p.occasion) AS statuses
-    FROM (
-        SELECT DISTINCT ON (m.occasion) m.occasion, m.occasion_date, m.send_at, m.status
-        FROM messages m
-        WHERE m.user_id = u.id
-          AND m.status IN ('scheduled', 'queued', 'sending', 'retrying')
-        ORDER BY m.occasion, m.occasion_date
-    ) AS p
-) AS s
-WHERE u.deleted_at IS NULL AND ($1::uuid IS NULL OR u.id > $1)
-ORDER BY u.id
+SELECT * FROM users_with_schedule
+WHERE deleted_at IS NULL AND ($1::uuid IS NULL OR id > $1)
+ORDER BY id
 LIMIT $2;
 
 -- name: lock_user
