@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
+from birthdayd import occasions
 from birthdayd.states import Status
 
 Record = asyncpg.Record
@@ -133,10 +134,6 @@ async def insert_user(db: Executor, user_id: uuid.UUID, fields: dict[str, Any],
     return row
 
 
-async def get_user(db: Executor, user_id: uuid.UUID) -> Record | None:
-    return await db.fetchrow(Q["get_user"], user_id)
-
-
 async def create_user(db: Executor, user_id: uuid.UUID, fields: dict[str, Any],
                       plans: list[tuple[uuid.UUID, str, dt.date, dt.datetime]],
                       now: dt.datetime) -> Record:
@@ -176,10 +173,6 @@ async def delete_user(db: Executor, user_id: uuid.UUID, now: dt.datetime) -> boo
     return await db.fetchval(Q["delete_user"], user_id, now) is not None
 
 
-async def list_users(db: Executor, after: uuid.UUID | None, limit: int) -> list[Record]:
-    return await db.fetch(Q["list_users"], after, limit)
-
-
 async def users_page_needs(db: Executor, after: uuid.UUID | None, limit: int) -> list[Record]:
     return await db.fetch(Q["users_page_needs"], after, limit)
 
@@ -187,13 +180,9 @@ async def users_page_needs(db: Executor, after: uuid.UUID | None, limit: int) ->
 # -- messages -----------------------------------------------------------------
 
 
-async def pending_for_users(db: Executor, user_ids: list[uuid.UUID]) -> list[Record]:
-    return await db.fetch(Q["pending_for_users"], user_ids)
-
-
 async def latest_dates(db: Executor, user_ids: list[uuid.UUID]
                        ) -> dict[tuple[uuid.UUID, str], dt.date]:
-    rows = await db.fetch(Q["latest_dates"], user_ids)
+    rows = await db.fetch(Q["latest_dates"], user_ids, list(occasions.OCCASIONS))
     return {(r["user_id"], r["occasion"]): r["occasion_date"] for r in rows}
 
 
