@@ -668,5 +668,7 @@ async def test_a_pooled_connection_is_released_without_a_reset_round_trip(
             await conn.fetchval("SELECT 1")
         await asyncio.sleep(0.05)
         assert ran == ["SELECT 1"]
+        # Short OLTP statements only: JIT never pays (see open_pool).
+        assert await pool.fetchval("SHOW jit") == "off"
     finally:
         await pool.close()
