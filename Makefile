@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test unit lint services test-tools fake-email bench clean
+.PHONY: install run test unit lint services test-tools fake-email bench clean bench-plans
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,3 +45,40 @@ bench: install services
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# Benchmarks, not tests (tests/performance/due.py): greetings due at one instant
+# or owed after an outage; each prints every run's figures and the median of 3.
+# bench-due-100k also runs the code of DUE_BEFORE (empty: skip) for before/after.
+DUE_BEFORE ?= 561faed
+.PHONY: bench-due-1k bench-due-100k bench-catchup
+
+bench-due-1k: install services
+	$(BIN)/python tests/performance/due.py instant --greetings 1000 --runs 3
+
+bench-due-100k: install services
+	$(BIN)/python tests/performance/due.py burst --greetings 100000 --workers 2 --runs 3 \
+		$(if $(DUE_BEFORE),--before $(DUE_BEFORE))
+
+# The target uses the greetings/s bench-due-100k saved (or DUE_RATE=...).
+bench-catchup: install services
+	$(BIN)/python tests/performance/due.py catchup --greetings 100000 --workers 2 --runs 3 \
+		$(if $(DUE_RATE),--rate $(DUE_RATE))
+
+# A benchmark, not a test (tests/performance/plans.py): EXPLAIN (ANALYZE, BUFFERS) of
+# each hot statement among USERS users (default 10 M, in database birthdayd_bench_10m,
+# made by tests/performance/generate.py on first use and reused after), statistics
+# absent then fresh, medians of 3; a full daily heal; bytes per user.
+USERS ?= 10000000
+bench-plans: install services
+	$(BIN)/python tests/performance/plans.py --users $(USERS)
+
+# A benchmark, not a test (tests/performance/api_bench.py, Lua in tests/performance/wrk/):
+# wrk -t2 -c64 -d15s against one `birthdayd run --role api` — POST /user, GET and PUT
+# /user/{id} over many ids, GET /users?limit=100 at random cursors, GET /health — routes
+# interleaved, medians of 3: a fresh database, 100,000 users without then with statistics,
+# and POST/GET with two api processes on one port (HTTP_REUSE_PORT=1). Installs wrk if
+# missing; BENCH_API_ARGS passes options (e.g. "-d3s --runs 1", "--profile /tmp/prof").
+.PHONY: bench-api
+bench-api: install services
+	command -v wrk >/dev/null || apt-get install -y wrk
+	$(BIN)/python tests/performance/api_bench.py $(BENCH_API_ARGS)
