@@ -38,10 +38,19 @@ SELECT * FROM users_with_schedule WHERE id = $1 AND deleted_at IS NULL;
 
 -- name: users_with_schedule
 -- A page of GET /users in one statement, each user as user_with_schedule.
-SELECT * FROM users_with_schedule
-WHERE deleted_at IS NULL AND ($1::uuid IS NULL OR id > $1)
-ORDER BY id
-LIMIT $2;
+-- $1 is the cursor, the nil uuid for the first page: no "$1 IS NULL OR"
+-- branch, which a cached generic plan cannot use to bound the key scan.  The
+-- page's ids are chosen first (LIMIT in a subquery), so the schedules are
+-- built for those users only whatever the estimates say.
+SELECT v.*
+FROM (
+    SELECT id FROM users
+    WHERE deleted_at IS NULL AND id > $1
+    ORDER BY id
+    LIMIT $2
+) AS page
+CROSS JOIN LATERAL (SELECT * FROM users_with_schedule v WHERE v.id = page.id) AS v
+ORDER BY page.id;
 
 -- name: lock_user
 SELECT * FROM users WHERE id = $1 AND deleted_at IS NULL FOR UPDATE;
@@ -357,7 +366,7 @@ SELECT u.*,
        u.anniversary IS NOT NULL AND a.found IS NULL AS needs_anniversary
 FROM (
     SELECT * FROM users
-    WHERE deleted_at IS NULL AND ($1::uuid IS NULL OR id > $1)
+    WHERE deleted_at IS NULL AND id > $1  -- the nil uuid for the first page
     ORDER BY id
     LIMIT $2
 ) AS u

@@ -77,6 +77,9 @@ def _load_queries() -> dict[str, str]:
 
 Q = _load_queries()
 
+FIRST = uuid.UUID(int=0)
+"""The cursor of a first page: every id sorts after the nil uuid."""
+
 
 # new_id's state: the millisecond and counter of the last id made.  Kept at
 # module level without a lock: safe under asyncio (new_id never awaits, so one
@@ -154,7 +157,7 @@ async def user_with_schedule(db: Executor, user_id: uuid.UUID) -> Record | None:
 
 async def users_with_schedule(db: Executor, after: uuid.UUID | None, limit: int
                               ) -> list[Record]:
-    return await db.fetch(Q["users_with_schedule"], after, limit)
+    return await db.fetch(Q["users_with_schedule"], after or FIRST, limit)
 
 
 async def lock_user(db: Executor, user_id: uuid.UUID) -> Record | None:
@@ -174,7 +177,7 @@ async def delete_user(db: Executor, user_id: uuid.UUID, now: dt.datetime) -> boo
 
 
 async def users_page_needs(db: Executor, after: uuid.UUID | None, limit: int) -> list[Record]:
-    return await db.fetch(Q["users_page_needs"], after, limit)
+    return await db.fetch(Q["users_page_needs"], after or FIRST, limit)
 
 
 # -- messages -----------------------------------------------------------------

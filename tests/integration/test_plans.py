@@ -71,11 +71,11 @@ def _scans(nodes: list[dict[str, Any]]) -> set[tuple[str, str]]:
 CASES = [
     pytest.param("user_with_schedule", lambda u: (u,), "messages_pending_by_user",
                  id="GET-user"),
-    pytest.param("users_with_schedule", lambda u: (None, 101), "messages_pending_by_user",
+    pytest.param("users_with_schedule", lambda u: (store.FIRST, 101), "messages_pending_by_user",
                  id="GET-users"),
     pytest.param("latest_dates", lambda u: ([u], ["birthday", "anniversary"]), "messages_once",
                  id="plan-latest-dates"),
-    pytest.param("users_page_needs", lambda u: (None, 500), "messages_pending_by_user",
+    pytest.param("users_page_needs", lambda u: (store.FIRST, 500), "messages_pending_by_user",
                  id="daily-heal-page"),
     pytest.param("claim_due", lambda u: (NOW, 1000, NOW, NOW), "messages_due", id="tick-claim"),
     pytest.param("due_backlog", lambda u: (NOW,), "messages_due", id="tick-backlog"),
@@ -103,3 +103,22 @@ async def test_a_hot_statement_uses_its_index_without_statistics(
     if request.node.get_closest_marker("status_index_ok") is None:
         # The status index walks every row in a state: every scheduled one.
         assert not any(found == "messages_status_id" for _, found in scans), scans
+
+
+@pytest.mark.parametrize("name", ["users_with_schedule", "users_page_needs"])
+async def test_a_page_after_a_cursor_stays_bounded_by_the_key_in_a_cached_generic_plan(
+    pool: asyncpg.Pool, big: uuid.UUID, name: str
+) -> None:
+    """After five executions PostgreSQL may switch a prepared statement to a
+    generic plan; a "$1 IS NULL OR id > $1" cursor then read the key from the
+    start (half the table for a page in the middle).  The cursor must stay an
+    index condition."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        await conn.execute(f"PREPARE page AS {store.Q[name]}")
+        raw = await conn.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE page('{big}', 100)")
+        await conn.execute("DEALLOCATE page")
+    users = [n for n in _nodes(json.loads(raw)[0]["Plan"])
+             if n.get("Relation Name") == "users"]
+    assert any("id >" in n.get("Index Cond", "") for n in users), users
+    assert not any("$1" in n.get("Filter", "") for n in users), users
