@@ -3,7 +3,8 @@ handler, same uvloop server) plus the wall-clock time each greeting was
 received, for the due-time benchmarks (tests/performance/due.py).
 
 ``GET /stats`` is the fake provider's own; ``GET /received`` adds
-``[[received_epoch_s, key], ...]`` for every request it accepted, read with
+``[[received_epoch_s, key], ...]`` for every request it accepted (``GET /count``
+just their number), read with
 ``time.time()`` as the request came in (before the body was read), so it can
 be compared with the greetings' instant: a receive before it is an early send.
 
@@ -41,8 +42,13 @@ class TimedProvider(FakeProvider):
         return web.Response(body=orjson.dumps(dict(self.by_key)),
                             content_type="application/json")
 
+    async def count(self, request: web.Request) -> web.Response:
+        return web.Response(body=orjson.dumps({"accepted": len(self.received)}),
+                            content_type="application/json")
+
     def app(self) -> web.Application:
         app = super().app()
+        app.router.add_get("/count", self.count)
         app.router.add_get("/received", self.received_times)
         app.router.add_get("/by-key", self.key_counts)
         return app
