@@ -240,9 +240,10 @@ class Broker:
         if not isinstance(confirmation, spec.Basic.Ack):
             raise PublishFailed(f"broker did not confirm {message_id}: {confirmation!r}")
 
-    async def queue_depth(self, queue: str | None = None) -> int:
+    async def queue_depth(self, queue: str | None = None, *, redeclare: bool = True) -> int:
         """Ids ready in the main queue, or in ``queue`` (delivered, unacked ones
-        not counted)."""
+        not counted).  A missing queue raises PublishFailed and, with
+        ``redeclare``, makes the broker reconnect and declare it again."""
         name = queue or self.names.queue
         connection = self._connection
         if connection is None or connection.is_closed:
@@ -251,7 +252,8 @@ class Broker:
         try:
             ok = await channel.queue_declare(name, passive=True)
         except aiormq.exceptions.ChannelNotFoundEntity:
-            self._break(f"queue {name} is gone")  # reconnecting declares it again
+            if redeclare:
+                self._break(f"queue {name} is gone")  # reconnecting declares it again
             raise PublishFailed(f"cannot publish: queue {name} is missing") from None
         finally:
             if not channel.is_closed:

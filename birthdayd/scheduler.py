@@ -61,8 +61,7 @@ class Scheduler:
                              extra={"event": "expire_failed"})
         published = await self._claim_and_publish(now, horizon)
         metrics.DUE_BACKLOG.set(await store.due_backlog(self.pool, now))
-        metrics.QUEUE_DEPTH.labels("dead").set(
-            await self.broker.queue_depth(self.broker.names.dead_queue))
+        await self._read_depths()
         if published:
             logger.info("published %d due greetings", published,
                         extra={"event": "tick", "published": published})
@@ -75,8 +74,6 @@ class Scheduler:
         published = 0
         started_s = time.monotonic()
         in_flight: set[asyncio.Task[None]] = set()
-        # Also tells a queue that is gone (the broker then declares it again).
-        metrics.QUEUE_DEPTH.labels("main").set(await self.broker.queue_depth())
         try:
             while not self._stopping:
                 room = await self._room()
@@ -115,6 +112,19 @@ class Scheduler:
                 if failures and not isinstance(failures[0], asyncio.CancelledError):
                     raise failures[0]
         return published
+
+    async def _read_depths(self) -> None:
+        """The queues' depths for /metrics.  Only a reading: a queue found
+        missing is left to the publishes (an unroutable one re-declares it) and
+        to the consumers' cancel notification, not re-declared from here, so
+        that a worker hears its consumer cancelled before the queue is back."""
+        names = self.broker.names
+        for label, queue in (("main", names.queue), ("dead", names.dead_queue)):
+            try:
+                depth = await self.broker.queue_depth(queue, redeclare=False)
+            except broker_mod.PublishFailed:
+                continue  # not connected, or no such queue right now
+            metrics.QUEUE_DEPTH.labels(label).set(depth)
 
     async def _room(self) -> int:
         self.flow.observe(time.monotonic(), await store.queued_count(self.pool))

@@ -253,18 +253,18 @@ async def test_a_deleted_queue_is_redeclared_consumed_again_and_its_ids_republis
     assert sorted(p.recorder.by_key().values()) == [1, 1]
 
 
-async def test_a_tick_that_finds_the_queue_deleted_makes_the_scheduler_redeclare_it(
+async def test_a_publish_into_a_deleted_queue_makes_the_scheduler_redeclare_it(
     make_pipeline: MakePipeline, manual_clock: clock_mod.ManualClock
 ) -> None:
-    """A scheduler-only process has no consumer to be cancelled: its tick finds
-    the queue gone, claims nothing, and the broker re-declares the queue."""
+    """A scheduler-only process has no consumer to be cancelled: its publish
+    comes back unroutable, it hands the rows back and re-declares the queue."""
     p = await make_pipeline(worker=False)
     message_id = await _ada_due(p, manual_clock)
     manual_clock.set(ADA_SEND_AT)
     await p.delete_queue()
     with pytest.raises(Exception, match="publish"):
         await p.scheduler.tick(ADA_SEND_AT)
-    assert await p.status(message_id) == "scheduled"
+    assert await p.status(message_id) == "retrying"
     await eventually(lambda: p.broker.can_publish, timeout=10)
     assert await p.scheduler.tick(ADA_SEND_AT + dt.timedelta(seconds=1)) == 1
     assert await p.ready_count() == 1
@@ -300,7 +300,7 @@ class StallingBroker:
         self.publishing.set()
         await asyncio.Event().wait()
 
-    async def queue_depth(self, queue: str | None = None) -> int:
+    async def queue_depth(self, queue: str | None = None, *, redeclare: bool = True) -> int:
         return 0
 
 
@@ -628,7 +628,7 @@ async def test_the_dead_letter_queue_is_bounded_oldest_first_and_its_depth_expor
             lambda: broker.queue_depth(broker.names.dead_queue), timeout=5)
         assert await broker.queue_depth(broker.names.dead_queue) == 2
         sched = scheduler_mod.Scheduler(pool, broker, manual_clock, config.SchedulerConfig())
-        await sched.tick(manual_clock.now())
+        await sched.tick(manual_clock.now())  # reads both depths for /metrics
         assert metrics.QUEUE_DEPTH.labels("dead")._value.get() == 2
         assert metrics.QUEUE_DEPTH.labels("main")._value.get() == 0
     finally:

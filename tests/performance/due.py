@@ -842,6 +842,10 @@ async def main() -> None:
                 short = "before" if code is not codes[0] else "after"
                 r = await one_run(args, code, f"{short}{run + 1}")
                 results[code.label].append(r)
+                # Each run's figures as they come, in case the command is cut short.
+                with (OUT / f"due-{args.scenario}-runs.jsonl").open("a") as f:
+                    f.write(json.dumps({"code": code.label, "run": run + 1, **r},
+                                       default=str) + "\n")
                 print(f"run {run + 1} [{code.label}] instant {r['instant']}, migrations "
                       f"{' '.join(r['migrations'])}, load average at start "
                       f"{load1[0]:.2f}, logs {r['logs']}", flush=True)
