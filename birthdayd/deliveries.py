@@ -221,11 +221,16 @@ class Deliveries:
 
     # -- re-publishing ----------------------------------------------------------
 
-    async def republish(self, message_id: uuid.UUID, broker: broker_mod.Broker) -> bool:
+    async def republish(self, message_id: uuid.UUID, broker: broker_mod.Broker,
+                        lease: dt.timedelta) -> bool:
         """Claim a retrying row and publish it again (a short backoff the
-        worker handles itself); False if the tick got there first."""
+        worker handles itself); False if the tick got there first.  Under a
+        short lease (LEASE_MARGIN), not the tick's queued lease: a worker
+        killed between this claim and its publish must not strand the row for
+        ten minutes (a second copy of a retry in the queue is only a dropped
+        redelivery)."""
         now = self.clock.now()
-        if not await store.claim_one(self.pool, message_id, now + dispatch.QUEUED_LEASE, now):
+        if not await store.claim_one(self.pool, message_id, now + lease, now):
             return False
         await dispatch.publish_claimed(self.pool, broker, [message_id], now)
         return True

@@ -232,4 +232,4 @@ class Worker:
         # On any failure the row is retrying, or handed back to retrying:
         # the tick or recovery takes it from there.
         with contextlib.suppress(Exception):
-            await self.deliveries.republish(message_id, self.broker)
+            await self.deliveries.republish(message_id, self.broker, self.config.lease_margin)
