@@ -3,11 +3,11 @@ the worker's hands, each one conditional statement or one transaction.
 
 The worker decides the order (start, wait, claim the call, call, record);
 this module decides what each step writes, and is tested against PostgreSQL
-alone.  The two busiest writes are group-committed across concurrent
-deliveries (see :mod:`birthdayd.batching`).  Writes that record what the
-provider answered are retried while PostgreSQL is away, for as long as it
-takes (until :meth:`Deliveries.abandon`): a lost record of a 2xx would mean
-sending the greeting again.
+alone.  The three busiest writes (start, claim, sent) are group-committed
+across concurrent deliveries (see :mod:`birthdayd.batching`).  Writes that
+record what the provider answered are retried while PostgreSQL is away, for
+as long as it takes (until :meth:`Deliveries.abandon`): a lost record of a
+2xx would mean sending the greeting again.
 """
 
 from __future__ import annotations
@@ -100,6 +100,8 @@ class Deliveries:
         self._abandon = asyncio.Event()
         self._starts: batching.Batcher[uuid.UUID, Delivery | None] = batching.Batcher(
             self._start_many, orphaned=self._orphaned_start)
+        self._claims: batching.Batcher[Delivery, Recipient | UserDeleted | None] = (
+            batching.Batcher(self._claim_many, orphaned=self._orphaned_claim))
         self._sends: batching.Batcher[Delivery, bool] = batching.Batcher(self._sent_many)
 
     def abandon(self) -> None:
@@ -143,22 +145,36 @@ class Deliveries:
     async def claim_call(self, delivery: Delivery) -> Recipient | UserDeleted | None:
         """Re-assert, right before the provider call, that the row is still
         ours and the user live; returns whom to greet.  None: the row is no
-        longer ours (recovered, removed by an edit): no call."""
-        async def claim() -> asyncpg.Record | None:
+        longer ours (recovered, removed by an edit): no call.  Concurrent
+        claims go to PostgreSQL together (one statement per batch)."""
+        return await self._claims.submit(delivery)
+
+    async def _claim_many(self, items: list[Delivery]) -> list[Recipient | UserDeleted | None]:
+        async def claim() -> list[asyncpg.Record]:
             now = self.clock.now()
-            return await store.claim_call(self.pool, delivery.id, delivery.attempt,
-                                          now + self.call_lease, now)
+            return await store.claim_calls(self.pool, [(d.id, d.attempt) for d in items],
+                                           now + self.call_lease, now)
 
         # Idempotent, so retried (a claim that committed with its answer lost
         # would otherwise leave a called row that no call ever left).
-        row = await backoff.retry(claim, errors=store.TRANSIENT_ERRORS, what="claiming a call",
-                                  deadline_s=CLAIM_RETRY_S, cap_s=RECORD_RETRY_CAP_S,
-                                  give_up=self._abandon)
+        rows = await backoff.retry(claim, errors=store.TRANSIENT_ERRORS, what="claiming calls",
+                                   deadline_s=CLAIM_RETRY_S, cap_s=RECORD_RETRY_CAP_S,
+                                   give_up=self._abandon)
+        found = {r["id"]: r for r in rows}
+        return [self._recipient(found.get(d.id)) for d in items]
+
+    @staticmethod
+    def _recipient(row: asyncpg.Record | None) -> Recipient | UserDeleted | None:
         if row is None:
             return None
         if row["status"] == Status.CANCELLED:
             return USER_DELETED
         return Recipient(row["first_name"], row["last_name"], row["email"])
+
+    async def _orphaned_claim(self, delivery: Delivery,
+                              recipient: Recipient | UserDeleted | None) -> None:
+        if isinstance(recipient, Recipient):  # claimed, and nobody will call: hand it back
+            await self.release(delivery, max(delivery.due_at, self.clock.now()))
 
     async def release(self, delivery: Delivery, due: dt.datetime) -> bool:
         """Hand the row back, due at ``due``, without counting the attempt (no

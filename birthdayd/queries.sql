@@ -66,7 +66,7 @@ RETURNING *;
 -- DELETE /user/{id} in one statement: the user is marked deleted (its row
 -- locked first, as every writer does: users before messages), and its
 -- greetings not yet taken by a worker are cancelled.  One a worker holds is
--- cancelled by the worker's claim_call instead.
+-- cancelled by the worker's claim_calls instead.
 WITH gone AS (
     UPDATE users SET deleted_at = $2, updated_at = $2
     WHERE id = $1 AND deleted_at IS NULL
@@ -112,7 +112,7 @@ FOR UPDATE;
 -- by a worker waiting for it (which then finds no row and makes no call).
 -- One already due (owed), in flight or done stays.  $3 is read after the
 -- user's row is locked, and a worker locks the user before its provider
--- call (claim_call), so no greeting this deletes can have been offered.
+-- call (claim_calls), so no greeting this deletes can have been offered.
 DELETE FROM messages
 WHERE user_id = $1 AND status IN ('scheduled', 'queued', 'retrying', 'sending')
   AND occasion = ANY($2::text[]) AND send_at > $3;
@@ -207,7 +207,7 @@ RETURNING id;
 
 -- name: start_sending
 -- The transition that makes a delivered id this worker's, for a batch of
--- delivered ids; the provider is called only after claim_call re-asserts it.
+-- delivered ids; the provider is called only after claim_calls re-asserts it.
 -- Batch statements here find their rows by id alone, behind an OFFSET 0
 -- fence, then check the status: a status condition the planner could use
 -- let stale statistics (a mass change of status at 09:00) pick a scan of
@@ -242,19 +242,22 @@ FROM (
 ) AS m
 WHERE m.status = 'sending' AND m.updated_at = ANY($2::timestamptz[]);
 
--- name: claim_call
--- claim_call: right before the provider call, one statement re-asserts that
--- the row is still this worker's ($1 id, sending at attempt $2) and returns
--- the name and e-mail to send with, as they are now.  The user's row is
--- locked first (users before messages, like every writer), so an edit or a
+-- name: claim_calls
+-- Right before the provider calls, one statement re-asserts for a batch that
+-- each row is still this worker's ($1 ids, each sending at its attempt in
+-- $2) and returns the name and e-mail to send with, as they are now.  The
+-- users' rows are locked first, in id order (users before messages, like
+-- every writer, and never a deadlock between batches), so an edit or a
 -- delete either committed before this and wins, or waits until it is done.
 -- A greeting whose user was deleted is cancelled here instead (status
 -- 'cancelled' in the answer).  called_at marks that the provider may now
--- receive it; the lease restarts for the call ($3).
+-- receive it; the lease restarts for the call ($3).  Users are found by the
+-- array of their ids (an index lookup whatever the statistics say).
 WITH target AS (
     SELECT u.id, u.first_name, u.last_name, u.email, u.deleted_at
     FROM users u
-    WHERE u.id = (SELECT user_id FROM messages WHERE id = $1)
+    WHERE u.id = ANY(ARRAY(SELECT user_id FROM messages WHERE id = ANY($1::uuid[])))
+    ORDER BY u.id
     FOR SHARE
 )
 UPDATE messages m
@@ -262,9 +265,10 @@ SET status = CASE WHEN t.deleted_at IS NULL THEN 'sending' ELSE 'cancelled' END,
     called_at = CASE WHEN t.deleted_at IS NULL THEN $4::timestamptz END,
     lease_until = CASE WHEN t.deleted_at IS NULL THEN $3::timestamptz END,
     updated_at = $4
-FROM target t
-WHERE m.id = $1 AND m.status = 'sending' AND m.attempts = $2 AND m.user_id = t.id
-RETURNING m.status, t.first_name, t.last_name, t.email;
+FROM unnest($1::uuid[], $2::int[]) AS asked (id, attempt), target t
+WHERE m.id = ANY($1::uuid[]) AND m.id = asked.id
+  AND m.status = 'sending' AND m.attempts = asked.attempt AND m.user_id = t.id
+RETURNING m.id, m.status, t.first_name, t.last_name, t.email;
 
 -- name: release
 -- Handed back without a provider call (breaker open, or sent too early):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 
@@ -30,7 +31,8 @@ AHEAD_MARGIN = dt.timedelta(seconds=2)
 # Claimed batches whose publishes may be in flight at once (each batch's ids
 # are themselves published concurrently, confirms awaited together).
 PIPELINE = 3
-# How often a tick waiting for the backlog to drain counts queued rows again.
+# How often a tick counts queued rows again (while it waits for the backlog
+# to drain, or while it claims).
 FLOW_POLL_S = 0.5
 
 
@@ -46,6 +48,7 @@ class Scheduler:
         self._stopping = False
         self._running: set[asyncio.Task[object]] = set()
         self.flow = flow.Flow(lease_s=dispatch.QUEUED_LEASE.total_seconds())
+        self._counted_s = -math.inf  # when queued rows were last counted (monotonic)
 
     # -- the jobs ---------------------------------------------------------------
 
@@ -127,7 +130,14 @@ class Scheduler:
             metrics.QUEUE_DEPTH.labels(label).set(depth)
 
     async def _room(self) -> int:
-        self.flow.observe(time.monotonic(), await store.queued_count(self.pool))
+        """Room left in the backlog.  Queued rows are counted again only when
+        this process's own tally finds no room, or ``FLOW_POLL_S`` after the
+        last count (other replicas claim too), not before every batch: a count
+        walks every queued row."""
+        now_s = time.monotonic()
+        if self.flow.room() == 0 or now_s - self._counted_s >= FLOW_POLL_S:
+            self.flow.observe(now_s, await store.queued_count(self.pool))
+            self._counted_s = now_s
         return self.flow.room()
 
     async def expire(self, now: dt.datetime, horizon: dt.datetime) -> int:

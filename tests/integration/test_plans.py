@@ -83,6 +83,14 @@ CASES = [
     # the leased-rows index, so either (or both) is fine here.
     pytest.param("queued_count", lambda u: (), "messages_leased", id="tick-backpressure",
                  marks=pytest.mark.status_index_ok),
+    # The worker's batch statements find their rows by id; claim_calls also
+    # locks the users (by id: checked below, never a scan of users).
+    pytest.param("start_sending", lambda u: ([u], dt.timedelta(seconds=70), NOW),
+                 "messages_pkey", id="worker-start"),
+    pytest.param("claim_calls", lambda u: ([u], [1], NOW, NOW), "messages_pkey",
+                 id="worker-claim-calls"),
+    pytest.param("finish_sent", lambda u: ([u], [1], NOW), "messages_pkey",
+                 id="worker-sent"),
     pytest.param("recover_stale", lambda u: (NOW, 1000, dt.timedelta(seconds=70)),
                  "messages_leased", id="recovery"),
     pytest.param("delete_user", lambda u: (u, NOW), "messages_pending_by_user",
@@ -100,6 +108,7 @@ async def test_a_hot_statement_uses_its_index_without_statistics(
     scans = _scans(await _plan(pool, name, *args(big)))
     assert any(found == index for _, found in scans), scans
     assert ("Seq Scan", "messages") not in scans, scans
+    assert ("Seq Scan", "users") not in scans, scans
     if request.node.get_closest_marker("status_index_ok") is None:
         # The status index walks every row in a state: every scheduled one.
         assert not any(found == "messages_status_id" for _, found in scans), scans

@@ -195,8 +195,8 @@ async def test_a_called_row_whose_worker_is_gone_is_taken_back_after_one_grace_a
     assert await p.scheduler.tick(ADA_SEND_AT) == 1
     lease = dt.timedelta(seconds=10)
     [row] = await store.start_sending(p.pool, [message_id], lease, ADA_SEND_AT)
-    assert await store.claim_call(p.pool, message_id, row["attempts"],
-                                  ADA_SEND_AT + lease, ADA_SEND_AT)
+    assert await store.claim_calls(p.pool, [(message_id, row["attempts"])],
+                                   ADA_SEND_AT + lease, ADA_SEND_AT)
     duplicates = metrics.POSSIBLE_DUPLICATES.labels("lease_expired")
     counted = duplicates._value.get()
     first = ADA_SEND_AT + lease + dt.timedelta(seconds=1)
@@ -470,6 +470,49 @@ async def test_the_delivery_manager_cancels_instead_of_calling_for_a_deleted_use
     assert await _plan(pool) == [(dt.date(2027, 1, 15), "cancelled", 1)]
 
 
+async def test_concurrent_claims_go_to_postgresql_as_one_statement_each_answered_alone(
+    pool: asyncpg.Pool, manager: deliveries_mod.Deliveries, ada: uuid.UUID,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Claims of calls made at once are one batch statement, and each delivery
+    still gets its own answer: whom to greet, its user deleted, or not ours."""
+    created = dt.datetime(2027, 1, 10, tzinfo=UTC)
+    for name in ("Bob", "Cy"):
+        await greetings.create_user(
+            pool, {"first_name": name, "last_name": "Doe", "email": f"{name}@example.com",
+                   "birthday": dt.date(1990, 1, 15), "anniversary": None, "location": "UTC"},
+            created, 9)
+    ids = await store.claim_due(pool, NINE_UTC, 10, NINE_UTC + AHEAD, NINE_UTC)
+    assert len(ids) == 2
+    started = [await manager.start(i) for i in [ada, *ids]]
+    assert all(d is not None for d in started)
+    names = {d.id: await pool.fetchval(
+        "SELECT first_name FROM users u JOIN messages m ON m.user_id = u.id WHERE m.id = $1",
+        d.id) for d in started if d is not None}
+    by_name = {names[d.id]: d for d in started if d is not None}
+    ada_d, bob_d, cy_d = by_name["Ada"], by_name["Bob"], by_name["Cy"]
+    assert await greetings.delete_user(pool, bob_d.user_id, NINE_UTC)
+    # Cy's row was taken back and started again elsewhere: attempt 1 is not ours.
+    await pool.execute("UPDATE messages SET attempts = 2 WHERE id = $1", cy_d.id)
+
+    statements: list[int] = []
+    real = store.claim_calls
+
+    async def counted(*args: Any) -> list[asyncpg.Record]:
+        statements.append(len(args[1]))
+        return await real(*args)
+
+    monkeypatch.setattr(store, "claim_calls", counted)
+    answers = await asyncio.gather(*(manager.claim_call(d) for d in (ada_d, bob_d, cy_d)))
+    assert answers == [deliveries_mod.Recipient("Ada", "Lovelace", "ada@example.com"),
+                       deliveries_mod.USER_DELETED, None]
+    assert statements == [3]
+    rows = {r["id"]: r for r in await pool.fetch("SELECT * FROM messages")}
+    assert (rows[ada_d.id]["status"], rows[ada_d.id]["called_at"]) == ("sending", NINE_UTC)
+    assert rows[bob_d.id]["status"] == "cancelled"
+    assert (rows[cy_d.id]["status"], rows[cy_d.id]["called_at"]) == ("sending", None)
+
+
 async def test_the_delivery_manager_releases_without_counting_and_retries_and_ends(
     pool: asyncpg.Pool, manager: deliveries_mod.Deliveries, ada: uuid.UUID
 ) -> None:
@@ -586,6 +629,32 @@ async def test_the_tick_claims_only_what_the_queue_has_room_for_and_the_rest_fol
     assert published == 25
     assert sorted(set(p.recorder.by_key().values())) == [1]
     assert len(p.recorder.calls) == 25
+
+
+async def test_a_tick_of_many_batches_counts_the_backlog_once_not_per_batch(
+    make_pipeline: MakePipeline, manual_clock: clock_mod.ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Counting queued rows walks all of them: a tick with room to spare counts
+    once, then keeps its own tally while it claims batch after batch."""
+    p = await make_pipeline(worker=False)
+    p.scheduler.cfg = dataclasses.replace(p.scheduler.cfg, batch=4)
+    manual_clock.set(dt.datetime(2027, 1, 10, tzinfo=UTC))
+    for i in range(12):
+        await p.add_user(first=f"U{i}", email=f"u{i}@example.com", location="UTC")
+    counts: list[int] = []
+    real = store.queued_count
+
+    async def counted(db: store.Executor) -> int:
+        counts.append(await real(db))
+        return counts[-1]
+
+    monkeypatch.setattr(store, "queued_count", counted)
+    nine = dt.datetime(2027, 1, 15, 9, 0, tzinfo=UTC)
+    manual_clock.set(nine)
+    assert await p.scheduler.tick(nine) == 12
+    assert counts == [0]
+    assert p.scheduler.flow.queued == 12
 
 
 async def test_a_publish_that_finds_no_queue_hands_back_and_redeclares(
