@@ -6,13 +6,23 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: install run test unit lint services test-tools fake-email bench clean bench-plans
 
-$(STAMP): pyproject.toml
+# constraints.txt pins every dependency transitively (the image uses it too).
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
 install: $(STAMP)
+
+# After changing a pin in pyproject.toml: install it without the old lock (pip
+# keeps every installed version that still fits), then rewrite constraints.txt.
+.PHONY: constraints
+constraints:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python scripts/constraints.py
+	touch $(STAMP)
 
 # Local PostgreSQL and RabbitMQ: start whichever is down (Debian packages).
 services:
