@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -106,10 +108,66 @@ def _fake(flag: str, env: str, **kwargs: Any) -> Callable[[F], F]:
 def fake_email(host: str, port: int, error_rate: float, timeout_rate: float, latency_ms: int,
                seed: int | None, honour_idempotency_key: bool) -> None:
     """A local stand-in for the e-mail API (POST /send-email), for development,
-    demos and tests.  GET /stats shows what it accepted, per address."""
+    demos and tests.  GET /stats shows what it accepted, per address; GET /health
+    answers while it runs."""
     from birthdayd import fake_email as fake  # noqa: PLC0415
 
     fake.main(host, port, error_rate, timeout_rate, latency_ms, seed, honour_idempotency_key)
+
+
+@cli.command()
+@click.option("--pid", type=int, default=1, show_default=True,
+              help="The process whose birthdayd command line says what to probe.")
+@click.option("--timeout", type=float, default=3.0, show_default=True,
+              help="Seconds to wait for the answer.")
+def healthcheck(pid: int, timeout: float) -> None:
+    """Exit 0 if the birthdayd that process PID runs answers (the image's HEALTHCHECK).
+
+    Probes what its subcommand serves: `run` (every role) GET /health on its --port
+    or PORT, `fake-email` GET /health on its own port; `migrate` serves nothing
+    and passes.  In a container PID 1 is tini, whose command line holds birthdayd's.
+    """
+    import urllib.request  # noqa: PLC0415
+
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    except OSError as e:
+        raise click.ClickException(f"cannot read process {pid}: {e}") from e
+    url = health_url(argv)
+    if url is None:
+        click.echo(f"process {pid}: nothing to probe")
+        return
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310
+            click.echo(f"{url}: {answer.status}")
+    except (OSError, ValueError) as e:  # refused, timed out, or an HTTP error status
+        raise click.ClickException(f"{url}: {e}") from e
+
+
+def health_url(argv: Sequence[str]) -> str | None:
+    """The health URL the birthdayd command in ``argv`` serves (None: it serves none).
+
+    ``argv`` is a command line holding ``birthdayd SUBCOMMAND ...`` (tini's, or the
+    interpreter's); the subcommand's own options and environment say where it listens.
+    """
+    start = next((i for i, arg in enumerate(argv) if os.path.basename(arg) == "birthdayd"),
+                 None)
+    if start is None:
+        raise click.ClickException(f"not a birthdayd command line: {' '.join(argv)}")
+    args = list(argv[start + 1:])
+    name = next((arg for arg in args if not arg.startswith("-")), None)
+    command = cli.commands.get(name) if name else None
+    if name is None or command is None or name == "healthcheck":
+        return None
+    params = command.make_context(name, args[args.index(name) + 1:],
+                                  resilient_parsing=True).params
+    if "port" not in params:
+        return None
+    host = params.get("host") or "0.0.0.0"  # noqa: S104 - compared, not bound
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{params['port']}/health"
 
 
 def main() -> None:

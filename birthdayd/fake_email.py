@@ -8,7 +8,8 @@ without accepting) at ``timeout_rate``.  Like a provider that honours
 before and not delivered again (a "replay"); ``honour_keys=False`` plays a
 provider that ignores the header.  ``GET /stats`` reports what it delivered,
 per address and per key, so tests can check exactly-once delivery from the
-provider's side.
+provider's side.  ``GET /health`` answers 200 while the server runs (the
+image's ``birthdayd healthcheck`` probes it).
 """
 
 from __future__ import annotations
@@ -99,7 +100,12 @@ class FakeProvider:
         app = web.Application()
         app.router.add_post("/send-email", self.send_email)
         app.router.add_get("/stats", self.stats)
+        app.router.add_get("/health", _health)
         return app
+
+
+async def _health(request: web.Request) -> web.Response:
+    return _json({"status": "ok"})
 
 
 def _json(data: object, status: int = 200) -> web.Response:
