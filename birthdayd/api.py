@@ -9,8 +9,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hmac
+import itertools
 import logging
 import re
+import secrets
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -18,9 +21,9 @@ from typing import Any
 import asyncpg
 import orjson
 from aiohttp import web
-from prometheus_async.aio.web import server_stats
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from birthdayd import clock, greetings, openapi, states, store, validation
+from birthdayd import clock, greetings, logs, metrics, openapi, states, store, validation
 from birthdayd.states import Status
 
 logger = logging.getLogger(__name__)
@@ -40,9 +43,13 @@ class Deps:
     ready_checks: Mapping[str, Check] = dataclasses.field(default_factory=dict)
     serve_api: bool = True
     """False on worker- or scheduler-only replicas: health, ready and metrics only."""
+    registry: CollectorRegistry | None = None
+    """What /metrics serves: the process's roles' families (metrics.registry);
+    None: the api role's."""
 
 
 DEPS = web.AppKey("deps", Deps)
+REGISTRY = web.AppKey("registry", CollectorRegistry)
 
 
 # -- responses ----------------------------------------------------------------
@@ -118,6 +125,40 @@ async def errors_middleware(
         logger.exception("unhandled error", extra={"event": "request_failed",
                                                   "path": request.path})
         return ApiError(500, "internal_error", "Internal error.").response()
+
+
+# An incoming X-Request-ID is kept if it is 1-128 printable ASCII characters
+# without spaces; anything else gets an id of ours.
+_REQUEST_ID = re.compile(r"[!-~]{1,128}")
+
+
+def observe_middleware(http: metrics.Http) -> Any:
+    """The outermost middleware: a request id for the response and for every
+    log line written while handling the request, and the request's metrics by
+    route template.  Per request: one header read, one counter, one histogram."""
+    prefix = f"{secrets.token_hex(4)}-"  # this process's ids: <prefix><counter, hex>
+    counter = itertools.count(1)
+
+    @web.middleware
+    async def middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        started = time.perf_counter()
+        given = request.headers.get("X-Request-ID")
+        request_id = (given if given is not None and _REQUEST_ID.fullmatch(given)
+                      else f"{prefix}{next(counter):x}")
+        token = logs.REQUEST_ID.set(request_id)
+        try:
+            response = await handler(request)
+        finally:
+            logs.REQUEST_ID.reset(token)
+        response.headers["X-Request-ID"] = request_id
+        resource = request.match_info.route.resource
+        http.record("unmatched" if resource is None else resource.canonical, request.method,
+                    response.status, time.perf_counter() - started)
+        return response
+
+    return middleware
 
 
 def auth_middleware(token: str | None) -> Any:
@@ -372,22 +413,44 @@ async def openapi_json(request: web.Request) -> web.Response:
     return json_response(openapi.document(token_required=bool(request.app[DEPS].api_token)))
 
 
+async def metrics_text(request: web.Request) -> web.Response:
+    # Every collector serves values already in memory: no I/O here.
+    return web.Response(body=generate_latest(request.app[REGISTRY]),
+                        headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# (method, route, handler, its success status): every role's, then the api role's.
+COMMON_ROUTES: tuple[tuple[str, str, Handler, int], ...] = (
+    ("GET", "/health", health, 200),
+    ("GET", "/ready", ready, 200),
+    ("GET", "/metrics", metrics_text, 200),
+)
+API_ROUTES: tuple[tuple[str, str, Handler, int], ...] = (
+    ("POST", "/user", create_user, 201),
+    ("GET", "/user/{id}", get_user, 200),
+    ("PUT", "/user/{id}", update_user, 200),
+    ("DELETE", "/user/{id}", delete_user, 204),
+    ("GET", "/users", list_users, 200),
+    ("GET", "/messages", list_messages, 200),
+    ("POST", "/messages/{id}/retry", retry_message, 202),
+    ("GET", "/openapi.json", openapi_json, 200),
+)
+
+
 def create_app(deps: Deps) -> web.Application:
+    http = metrics.Http()
     app = web.Application(
         client_max_size=MAX_BODY,
-        middlewares=[errors_middleware, auth_middleware(deps.api_token)],
+        middlewares=[observe_middleware(http), errors_middleware,
+                     auth_middleware(deps.api_token)],
     )
     app[DEPS] = deps
-    app.router.add_get("/health", health)
-    app.router.add_get("/ready", ready)
-    app.router.add_get("/metrics", server_stats)
-    if deps.serve_api:
-        app.router.add_post("/user", create_user)
-        app.router.add_get("/user/{id}", get_user)
-        app.router.add_put("/user/{id}", update_user)
-        app.router.add_delete("/user/{id}", delete_user)
-        app.router.add_get("/users", list_users)
-        app.router.add_get("/messages", list_messages)
-        app.router.add_post("/messages/{id}/retry", retry_message)
-        app.router.add_get("/openapi.json", openapi_json)
+    app[REGISTRY] = deps.registry or metrics.registry(["api"])
+    for method, path, handler, status in COMMON_ROUTES + (API_ROUTES if deps.serve_api else ()):
+        if method == "GET":
+            app.router.add_get(path, handler)  # and HEAD
+        else:
+            app.router.add_route(method, path, handler)
+        http.expect(path, method, status)  # each route's usual answer exists at 0
     return app

@@ -90,6 +90,11 @@ class Breaker:
             return True
         return False
 
+    def is_open(self, now_s: float) -> bool:
+        """Open as of ``now_s``: no call may go out (one whose open period has
+        elapsed lets a probe through at the next call)."""
+        return self.state is BreakerState.OPEN and now_s - self.opened_at < self.reset_s
+
     def retry_in_s(self, now_s: float) -> float:
         """How long a deferred call should wait before trying again."""
         if self.state is BreakerState.OPEN:

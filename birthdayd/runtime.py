@@ -18,8 +18,10 @@ from typing import Any
 
 import asyncpg
 from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.registry import Collector
 
-from birthdayd import BirthdaydError, api, backoff, clock, logs, migrations, retry, store
+from birthdayd import BirthdaydError, api, backoff, clock, logs, metrics, migrations, retry, store
 from birthdayd import broker as broker_mod
 from birthdayd import deliveries as deliveries_mod
 from birthdayd import emailer as emailer_mod
@@ -143,7 +145,17 @@ async def run(settings: Settings, roles: Sequence[str]) -> int:
 
         broker = broker_mod.Broker(settings.rabbitmq_url, settings.queue_name,
                                    on_queue_created=requeue_lost)
-        runner = await _serve_http(settings, roles, pool, the_clock, broker)
+        collectors: list[Collector] = [metrics.PoolCollector(pool)]
+        breaker = retry.Breaker(settings.breaker_error_threshold_pct,
+                                settings.breaker_reset_timeout_ms / 1000)
+        if "worker" in roles:
+            collectors.append(metrics.BreakerCollector(breaker, loop.time))
+        readings = None
+        if "scheduler" in roles:
+            readings = _scheduler_readings(pool, broker, the_clock)
+            collectors.append(readings)
+        registry = metrics.registry(roles, collectors)
+        runner = await _serve_http(settings, roles, pool, the_clock, broker, registry)
         stack.push_async_callback(runner.cleanup)
 
         if not await _first(broker.start(), stop):
@@ -161,10 +173,7 @@ async def run(settings: Settings, roles: Sequence[str]) -> int:
             work = worker_mod.Worker(
                 deliveries_mod.Deliveries(pool, the_clock, send_hour=settings.send_hour,
                                           call_lease=config.call_lease),
-                broker, emailer,
-                retry.Breaker(settings.breaker_error_threshold_pct,
-                              settings.breaker_reset_timeout_ms / 1000),
-                the_clock, config)
+                broker, emailer, breaker, the_clock, config)
             await work.start()
             stack.push_async_callback(work.stop, settings.shutdown_grace_s)
         if "scheduler" in roles:
@@ -172,10 +181,33 @@ async def run(settings: Settings, roles: Sequence[str]) -> int:
                                             SchedulerConfig.from_settings(settings))
             await sched.start()
             stack.push_async_callback(sched.stop)
+        if readings is not None:
+            refresher = asyncio.create_task(readings.run(), name="metrics-readings")
+            supervisor.watch(refresher, "metrics-readings")
+            stack.push_async_callback(_cancelled, refresher)
         await stop.wait()
         logger.info("stopping", extra={"event": "stopping"})
     logger.info("stopped", extra={"event": "stopped", "exit_code": supervisor.exit_code})
     return supervisor.exit_code
+
+
+def _scheduler_readings(pool: asyncpg.Pool, broker: broker_mod.Broker,
+                        the_clock: clock.Clock) -> metrics.Readings:
+    async def backlog() -> int:
+        return await store.due_backlog(pool, the_clock.now())
+
+    async def depth(queue: str) -> int:
+        # Only a reading: never re-declares a missing queue (see Broker.queue_depth).
+        return await broker.queue_depth(queue, redeclare=False)
+
+    names = broker.names
+    return metrics.Readings(backlog, depth, (("main", names.queue), ("dead", names.dead_queue)))
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _first(start: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
@@ -194,7 +226,8 @@ async def _first(start: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
 
 
 async def _serve_http(settings: Settings, roles: Sequence[str], pool: asyncpg.Pool,
-                      the_clock: clock.Clock, broker: broker_mod.Broker) -> web.AppRunner:
+                      the_clock: clock.Clock, broker: broker_mod.Broker,
+                      registry: CollectorRegistry) -> web.AppRunner:
     async def db_ready() -> bool:
         await pool.fetchval("SELECT 1", timeout=2)
         return True
@@ -213,7 +246,7 @@ async def _serve_http(settings: Settings, roles: Sequence[str], pool: asyncpg.Po
         checks["publishing"] = publishing
     deps = api.Deps(pool=pool, clock=the_clock, send_hour=settings.send_hour,
                     api_token=settings.api_token, ready_checks=checks,
-                    serve_api="api" in roles)
+                    serve_api="api" in roles, registry=registry)
     runner = web.AppRunner(api.create_app(deps), access_log=None)
     await runner.setup()
     try:

@@ -63,8 +63,6 @@ class Scheduler:
             logger.exception("expiring overdue greetings failed",
                              extra={"event": "expire_failed"})
         published = await self._claim_and_publish(now, horizon)
-        metrics.DUE_BACKLOG.set(await store.due_backlog(self.pool, now))
-        await self._read_depths()
         if published:
             logger.info("published %d due greetings", published,
                         extra={"event": "tick", "published": published})
@@ -115,19 +113,6 @@ class Scheduler:
                 if failures and not isinstance(failures[0], asyncio.CancelledError):
                     raise failures[0]
         return published
-
-    async def _read_depths(self) -> None:
-        """The queues' depths for /metrics.  Only a reading: a queue found
-        missing is left to the publishes (an unroutable one re-declares it) and
-        to the consumers' cancel notification, not re-declared from here, so
-        that a worker hears its consumer cancelled before the queue is back."""
-        names = self.broker.names
-        for label, queue in (("main", names.queue), ("dead", names.dead_queue)):
-            try:
-                depth = await self.broker.queue_depth(queue, redeclare=False)
-            except broker_mod.PublishFailed:
-                continue  # not connected, or no such queue right now
-            metrics.QUEUE_DEPTH.labels(label).set(depth)
 
     async def _room(self) -> int:
         """Room left in the backlog.  Queued rows are counted again only when
@@ -267,12 +252,16 @@ class Scheduler:
     def _job(self, name: str, func: Callable[[], Awaitable[None]]
              ) -> Callable[[], Awaitable[None]]:
         async def run() -> None:
+            started_s = time.monotonic()
             try:
                 await func()
             except Exception:
+                metrics.job_done(name, started_s, ok=False)
                 # The next run retries; the rows are still in PostgreSQL.
                 logger.exception("%s job failed", name,
                                  extra={"event": "job_failed", "job": name})
+            else:
+                metrics.job_done(name, started_s, ok=True)
 
         async def job() -> None:
             if self._stopping:

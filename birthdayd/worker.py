@@ -170,7 +170,6 @@ class Worker:
                                                        recipient.last_name)
         result = await self.emailer.send(recipient.email, text, d.id)
         self.breaker.record(self._loop.time(), result.outcome is not retry.Outcome.RETRY)
-        metrics.BREAKER_OPEN.set(self.breaker.state is retry.BreakerState.OPEN)
         await asyncio.shield(self._record(d, result))
 
     async def _wait_until_due(self, d: Delivery, task: asyncio.Task[None]) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import aiormq
 import asyncpg
 import pytest
+from prometheus_client import generate_latest
 
 from birthdayd import broker as broker_mod
 from birthdayd import clock as clock_mod
@@ -696,12 +697,23 @@ async def test_the_dead_letter_queue_is_bounded_oldest_first_and_its_depth_expor
         await eventually(
             lambda: broker.queue_depth(broker.names.dead_queue), timeout=5)
         assert await broker.queue_depth(broker.names.dead_queue) == 2
-        sched = scheduler_mod.Scheduler(pool, broker, manual_clock, config.SchedulerConfig())
-        await sched.tick(manual_clock.now())  # reads both depths for /metrics
-        assert metrics.QUEUE_DEPTH.labels("dead")._value.get() == 2
-        assert metrics.QUEUE_DEPTH.labels("main")._value.get() == 0
+        readings = runtime._scheduler_readings(pool, broker, manual_clock)
+        await readings.refresh()  # what /metrics serves until the next refresh
+        assert readings.depths == {"main": 0, "dead": 2}
+        assert readings.backlog == 0
     finally:
         await broker.stop()
+    # The broker gone, the depths have no sample; the backlog still has its own.
+    await greetings.create_user(pool, {
+        "first_name": "Ada", "last_name": "L", "email": "ada@example.com",
+        "birthday": dt.date(1990, 1, 15), "anniversary": None, "location": "UTC"},
+        dt.datetime(2027, 1, 15, 8, 0, tzinfo=UTC), 9)
+    await readings.refresh()
+    assert readings.depths == {}
+    assert readings.backlog == 1  # 09:00Z today, due by the clock's 12:00Z
+    text = generate_latest(metrics.registry(["scheduler"], [readings])).decode()
+    assert "birthdayd_due_backlog 1.0" in text
+    assert "birthdayd_queue_depth{" not in text
 
 
 async def test_a_dead_letter_queue_declared_without_a_bound_is_kept(queue_name: str) -> None:
