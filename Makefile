@@ -32,6 +32,15 @@ services:
 test-tools:
 	bash scripts/test-tools.sh
 
+# Every deployment file checked by its own tool (README: "Checking the deployment
+# files"); the tools from PyPI (requirements-deploy.txt) and Debian's packages.
+.PHONY: deploy-tools check-deploy
+deploy-tools: install
+	bash scripts/deploy-tools.sh
+
+check-deploy: install deploy-tools
+	$(BIN)/python scripts/check_deploy.py
+
 run: install services
 	$(BIN)/birthdayd migrate --create-db
 	$(BIN)/birthdayd run

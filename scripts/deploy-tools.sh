@@ -26,9 +26,10 @@ fi
 
 # PyPI: the pinned lines of requirements-deploy.txt, once (pip is slow to say "already satisfied").
 stamp=$VENV/.deploy-tools-stamp
-if [[ ! -f $stamp || $req -nt $stamp ]]; then
+if [[ ! -f $stamp || $req -nt $stamp || constraints.txt -nt $stamp ]]; then
   echo "deploy-tools: installing $req into $VENV"
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+  # constraints.txt (the project's own transitive pins) keeps shared ones, PyYAML say, as they are.
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c constraints.txt -r "$req"
   touch "$stamp"
 fi
 
