@@ -101,3 +101,12 @@ bench-plans: install services
 bench-api: install services
 	command -v wrk >/dev/null || apt-get install -y wrk
 	$(BIN)/python tests/performance/api_bench.py $(BENCH_API_ARGS)
+
+# The image as an operator runs it (scripts/check-image.sh): build, then migrate, api,
+# worker, scheduler and fake-email through compose (docker-compose.check.yml, host
+# network, the local PostgreSQL and RabbitMQ), one greeting end to end, health, uid,
+# read-only root, exit 0 on stop; prints the image size. Uses DOCKER_HOST or the
+# default socket, else ../shared/tools/docker-local where it exists.
+.PHONY: check-image
+check-image: install services
+	bash scripts/check-image.sh
