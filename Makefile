@@ -55,7 +55,7 @@ lint: install
 unit: install
 	$(BIN)/python -m pytest tests/unit
 
-test: install services test-tools lint
+test: install services test-tools lint check-deploy
 	$(BIN)/python -m pytest
 
 # A benchmark, not a test: end-to-end greetings/s, median of several runs.
