@@ -106,7 +106,7 @@ bench-api: install services
 # worker, scheduler and fake-email through compose (docker-compose.check.yml, host
 # network, the local PostgreSQL and RabbitMQ), one greeting end to end, health, uid,
 # read-only root, exit 0 on stop; prints the image size. Uses DOCKER_HOST or the
-# default socket, else ../shared/tools/docker-local where it exists.
+# default socket, else starts a private engine with docker-local where it exists.
 .PHONY: check-image
 check-image: install services
 	bash scripts/check-image.sh
