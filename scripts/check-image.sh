@@ -131,10 +131,10 @@ for unused in postgres_password rabbitmq_default_user.conf grafana_admin_passwor
 done
 chmod 0644 "$secrets"/*
 export SECRETS_DIR=$secrets
-# Every process's clock starts 30 s before 09:00 UTC on 15 January (each at its own
-# start, then at real speed): a user born on 15 January and created in those 30 s is
-# greeted today, at 09:00, while the check runs.
-export CHECK_IMAGE_NOW=2027-01-15T08:59:30+00:00
+# Every process's clock starts 60 s before 09:00 UTC on 15 January (each at its own
+# start, then at real speed): a user born on 15 January and created in that minute is
+# greeted today, at 09:00, while the check runs (a slow start fails, and says so).
+export CHECK_IMAGE_NOW=2027-01-15T08:59:00+00:00
 
 compose down --volumes --remove-orphans --timeout 5 >/dev/null 2>&1 || true
 drop_state
@@ -208,13 +208,17 @@ venv_bin=$("$DOCKER" exec "$api" ls /opt/birthdayd/bin | tr '\n' ' ')
 ok "venv without pip, setuptools, wheel (bin: $venv_bin); apt lists and cache empty"
 
 # A wedged api (the process stopped, its port still open) must turn unhealthy.
-"$DOCKER" exec "$api" sh -c 'kill -STOP $(cat /proc/1/task/1/children)'
+# birthdayd is tini's only child (PPid 1; an exec'd shell's parent is outside).
+pid=$("$DOCKER" exec "$api" sh -c \
+  'for p in /proc/[0-9]*; do awk -v p="${p#/proc/}" "/^PPid:\t1\$/ {print p}" $p/status; done')
+[[ $pid =~ ^[0-9]+$ ]] || fail "cannot find birthdayd under tini in api: '$pid'"
+"$DOCKER" exec "$api" sh -c "kill -STOP $pid"
 if out=$("$DOCKER" exec "$api" birthdayd healthcheck --timeout 2 2>&1); then fail "healthcheck passed on a wedged api"; fi
 wedged=$SECONDS
 for _ in $(seq 60); do [[ $(inspect api '{{.State.Health.Status}}') == unhealthy ]] && break; sleep 1; done
 [[ $(inspect api '{{.State.Health.Status}}') == unhealthy ]] || fail "a wedged api stayed healthy"
 ok "wedged api: 'birthdayd healthcheck' exits 1 ($out); HEALTHCHECK unhealthy after $((SECONDS - wedged)) s"
-"$DOCKER" exec "$api" sh -c 'kill -CONT $(cat /proc/1/task/1/children)'
+"$DOCKER" exec "$api" sh -c "kill -CONT $pid"
 for _ in $(seq 60); do [[ $(inspect api '{{.State.Health.Status}}') == healthy ]] && break; sleep 0.5; done
 [[ $(inspect api '{{.State.Health.Status}}') == healthy ]] || fail "api did not recover"
 ok "api resumed: healthy again"
