@@ -3,8 +3,8 @@
 # check what it promises, print its size, tear everything down.
 #
 #  1. A Docker engine: DOCKER_HOST or the default socket if one answers; else the
-#     private engine of ../shared/tools/docker-local (DOCKER_LOCAL=path to override),
-#     with its stand-in python:3.11-slim; else stop with what to do.
+#     private engine of the workspace's docker-local helper where it exists
+#     (DOCKER_LOCAL=its path), with its stand-in python:3.11-slim; else stop and say so.
 #  2. docker build --network host (BuildKit, no registry needed beyond the base image).
 #  3. docker compose -f docker-compose.yml -f docker-compose.check.yml up: migrate,
 #     api, worker, scheduler and fake-email containers on the host's network, against
