@@ -126,21 +126,42 @@ FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::date[], $5::timestamptz[])
      AS t (id, user_id, occasion, occasion_date, send_at)
 ON CONFLICT DO NOTHING;
 
+-- The delivery log (GET /messages), one statement per filter, so each has
+-- an index that bounds it in any plan, generic or custom, with statistics or
+-- without: no "$n IS NULL OR ..." branch.  The cursor is the last id seen
+-- (the nil uuid for the first page).
+
 -- name: list_messages
 SELECT * FROM messages
-WHERE ($1::uuid IS NULL OR user_id = $1)
-  AND ($2::uuid IS NULL OR id > $2)
+WHERE id > $1
+ORDER BY id
+LIMIT $2;
+
+-- name: list_messages_by_status
+-- The (status, id) index: operators page through the few failed or expired
+-- among millions sent.
+SELECT * FROM messages
+WHERE status = $1 AND id > $2
+ORDER BY status, id
+LIMIT $3;
+
+-- name: list_messages_of_user
+-- A user has a few greetings a year: found by the user's key (messages_once),
+-- then sorted.  The OFFSET 0 fence keeps a generic plan from walking the
+-- primary key in id order and filtering on the user instead.
+SELECT * FROM (
+    SELECT * FROM messages WHERE user_id = $1 OFFSET 0
+) AS mine
+WHERE id > $2
 ORDER BY id
 LIMIT $3;
 
--- name: list_messages_by_status
--- Its own statement, so the (status, id) index serves it: operators page
--- through the few failed or expired among millions sent.
-SELECT * FROM messages
-WHERE status = $1
-  AND ($2::uuid IS NULL OR user_id = $2)
-  AND ($3::uuid IS NULL OR id > $3)
-ORDER BY status, id
+-- name: list_messages_of_user_by_status
+SELECT * FROM (
+    SELECT * FROM messages WHERE user_id = $1 OFFSET 0
+) AS mine
+WHERE status = $2 AND id > $3
+ORDER BY id
 LIMIT $4;
 
 -- name: get_message

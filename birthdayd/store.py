@@ -210,9 +210,14 @@ async def insert_messages(db: Executor, plans: list[tuple[uuid.UUID, str, dt.dat
 
 async def list_messages(db: Executor, status: str | None, user_id: uuid.UUID | None,
                         after: uuid.UUID | None, limit: int) -> list[Record]:
+    after = after or FIRST
+    if user_id is None:
+        if status is None:
+            return await db.fetch(Q["list_messages"], after, limit)
+        return await db.fetch(Q["list_messages_by_status"], status, after, limit)
     if status is None:
-        return await db.fetch(Q["list_messages"], user_id, after, limit)
-    return await db.fetch(Q["list_messages_by_status"], status, user_id, after, limit)
+        return await db.fetch(Q["list_messages_of_user"], user_id, after, limit)
+    return await db.fetch(Q["list_messages_of_user_by_status"], user_id, status, after, limit)
 
 
 async def get_message(db: Executor, message_id: uuid.UUID) -> Record | None:
