@@ -2,9 +2,10 @@
 
 For each id: win ``queued → sending`` (anything else is a redelivery: ack and
 drop), wait until the greeting is due, re-assert ownership and read the user
-as they are now (no row, no call), call the provider, record the outcome,
-then ack.  Every write is a method of :class:`deliveries.Deliveries`; this
-module only orders them, and owns the consumer, the drain and the timers.
+as they are now (no row, no call), call the provider, then ack while the
+outcome is recorded.  Every write is a method of
+:class:`deliveries.Deliveries`; this module only orders them, and owns the
+consumer, the drain and the timers.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import datetime as dt
 import logging
 import random
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 
 from aiormq.abc import DeliveredMessage
 
@@ -51,6 +52,11 @@ class Worker:
         self._waiting: set[asyncio.Task[None]] = set()
         self._calling: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
+        # Rows from the claim of their call until its answer is recorded: at
+        # most ``concurrency``, like the deliveries RabbitMQ hands over (acked
+        # once the provider has answered), so a crash can leave no more than
+        # that many answered and unrecorded.
+        self._unrecorded = asyncio.Semaphore(config.concurrency)
         self._stopping = False
         self._loop = asyncio.get_running_loop()
 
@@ -106,8 +112,17 @@ class Worker:
                          extra={"event": "message_malformed"})
             await broker_mod.ack(message)
             return
+        acked: asyncio.Future[None] | None = None
+
+        def called() -> None:
+            # The provider answered: the row in PostgreSQL holds the rest, so
+            # the delivery's prefetch slot goes to the next id while the answer
+            # is recorded (a redelivery of a started row is dropped anyway).
+            nonlocal acked
+            acked = asyncio.ensure_future(broker_mod.ack(message))
+
         try:
-            await self.deliver(message_id)
+            await self.deliver(message_id, called)
         except asyncio.CancelledError:
             raise  # not acked: redelivered, and the row says what is left to do
         except Exception:
@@ -115,10 +130,12 @@ class Worker:
             # now would only redeliver into the same failure.
             logger.exception("delivery of %s failed", message_id,
                              extra={"event": "delivery_error", "message_id": str(message_id)})
-        await asyncio.shield(broker_mod.ack(message))
+        await asyncio.shield(acked if acked is not None else broker_mod.ack(message))
 
-    async def deliver(self, message_id: uuid.UUID) -> None:
-        """Everything between receiving an id and acking it."""
+    async def deliver(self, message_id: uuid.UUID,
+                      called: Callable[[], None] = lambda: None) -> None:
+        """Everything between receiving an id and acking it; ``called`` is
+        told when the provider has answered (the ack may go then)."""
         delivery = await self.deliveries.start(message_id)
         if delivery is None:
             metrics.REDELIVERIES_DROPPED.inc()
@@ -126,7 +143,7 @@ class Worker:
         task = asyncio.current_task()
         assert task is not None
         try:
-            await self._attempt(delivery, task)
+            await self._attempt(delivery, task, called)
         except asyncio.CancelledError:
             # Drained before any call: hand the row back without counting the
             # attempt (a no-op once the row has moved on).
@@ -137,12 +154,27 @@ class Worker:
         finally:
             self._calling.discard(task)
 
-    async def _attempt(self, d: Delivery, task: asyncio.Task[None]) -> None:
+    async def _attempt(self, d: Delivery, task: asyncio.Task[None],
+                       called: Callable[[], None]) -> None:
         """Wait until due, then call the provider, unless the greeting is too
         late, the breaker is open, the worker is draining or the row is no
         longer ours."""
-        if not self._stopping:
-            await self._wait_until_due(d, task)
+        if self._stopping:
+            await self._call(d, task, called)
+            return
+        await self._wait_until_due(d, task)
+        self._waiting.add(task)  # a drain cancels the wait for a slot too
+        try:
+            await self._unrecorded.acquire()
+        finally:
+            self._waiting.discard(task)
+        try:
+            await self._call(d, task, called)
+        finally:
+            self._unrecorded.release()
+
+    async def _call(self, d: Delivery, task: asyncio.Task[None],
+                    called: Callable[[], None]) -> None:
         now = self.clock.now()
         if self._stopping:
             # Draining: start no new provider call; the tick hands it to another worker.
@@ -169,6 +201,7 @@ class Worker:
         text = occasions.OCCASIONS[d.occasion].message(recipient.first_name,
                                                        recipient.last_name)
         result = await self.emailer.send(recipient.email, text, d.id)
+        called()
         self.breaker.record(self._loop.time(), result.outcome is not retry.Outcome.RETRY)
         await asyncio.shield(self._record(d, result))
 

@@ -252,6 +252,12 @@ class Pipeline:
 
     # -- the queue ----------------------------------------------------------------
 
+    async def status_count(self, status: str, expected: int) -> bool:
+        """Whether exactly ``expected`` rows are in ``status`` (for eventually())."""
+        found = await self.pool.fetchval(
+            "SELECT count(*) FROM messages WHERE status = $1", status)
+        return bool(found == expected)
+
     async def ready_count(self, queue: str | None = None) -> int:
         assert self._inspect_channel is not None
         ok = await self._inspect_channel.queue_declare(queue or self.queue, passive=True)

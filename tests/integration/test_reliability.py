@@ -593,6 +593,39 @@ async def test_a_start_batch_retried_after_an_outage_measures_its_lease_from_the
         == last_try + lease
 
 
+# -- acking when the provider has answered ----------------------------------------------
+
+
+async def test_a_delivery_is_acked_once_answered_and_unrecorded_calls_stay_within_concurrency(
+    make_pipeline: MakePipeline, manual_clock: clock_mod.ManualClock
+) -> None:
+    """While PostgreSQL holds up the records of answered calls, their deliveries
+    are already acked (the next ids come in and start), but no more than
+    QUEUE_CONCURRENCY rows sit between the claim of a call and its record: a
+    crash can leave no more than that many answered and unrecorded."""
+    p = await make_pipeline(worker=False, config=dataclasses.replace(FAST, concurrency=2))
+    manual_clock.set(dt.datetime(2027, 1, 10, tzinfo=UTC))
+    for i in range(5):
+        await p.add_user(first=f"U{i}", email=f"u{i}@example.com", location="UTC")
+    nine = dt.datetime(2027, 1, 15, 9, 0, tzinfo=UTC)
+    manual_clock.set(nine)
+    async with p.pool.acquire() as holder, holder.transaction():
+        # Recording a send locks its user FOR UPDATE; a claim only FOR SHARE.
+        await holder.execute("SELECT 1 FROM users FOR SHARE")
+        assert await p.scheduler.tick(nine) == 5
+        await p.start_worker()
+        await eventually(lambda: len(p.recorder.calls) == 2, timeout=5)
+        # Two answered and acked; two more delivered, started, and waiting.
+        await eventually(lambda: p.status_count("sending", 4), timeout=5)
+        assert await p.ready_count() == 1
+        await asyncio.sleep(0.3)
+        assert len(p.recorder.calls) == 2
+    await eventually(lambda: p.status_count("sent", 5), timeout=10)
+    await p.settle()
+    assert sorted(set(p.recorder.by_key().values())) == [1]
+    assert len(p.recorder.calls) == 5
+
+
 # -- backpressure ---------------------------------------------------------------------
 
 

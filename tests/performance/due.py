@@ -96,6 +96,7 @@ from typing import Any
 
 import aiohttp
 import aiormq
+import api_bench
 import asyncpg
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -416,6 +417,7 @@ async def one_run(args: argparse.Namespace, code: Code, label: str) -> dict[str,
     n = args.greetings
     res: dict[str, Any] = {"label": label, "logs": str(log_dir)}
     daemons: list[Daemon] = []
+    spies: list[tuple[subprocess.Popen[bytes], Path]] = []
     provider: Daemon | None = None
     try:
         res["migrations"] = await create_db(name, code)
@@ -500,6 +502,8 @@ async def one_run(args: argparse.Namespace, code: Code, label: str) -> dict[str,
                     with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
                         if (await get(session, f"http://127.0.0.1:{d.port}/ready"))[0] == 200:
                             d.ready_s = time.time() - t_spawn
+                            if args.profile is not None:
+                                spies.append(profile(d, args.profile / f"{log_dir.name}-{d.name}"))
                             return
                     await asyncio.sleep(0.1)
 
@@ -637,6 +641,10 @@ async def one_run(args: argparse.Namespace, code: Code, label: str) -> dict[str,
         for d in daemons:
             d.terminate()
         res["exit_codes"] = {d.name: d.stop() for d in daemons}
+        for spy, path in spies:  # py-spy ends with the process it samples
+            spy.wait(30)
+            print(f"  profile {path.name} (py-spy, {PROFILE_RATE}/s):\n"
+                  f"{api_bench.summarize_profile(path)}", flush=True)
         if provider is not None:
             provider.stop(10)
         await drop(name, queue)
@@ -649,6 +657,18 @@ async def one_run(args: argparse.Namespace, code: Code, label: str) -> dict[str,
         res["error_logs"] = len(errors)
         res["first_error"] = errors[0][:300] if errors else None
     return res
+
+
+PROFILE_RATE = 100
+
+
+def profile(d: Daemon, path: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """py-spy sampling ``d`` from now until it exits (collapsed stacks)."""
+    spy = subprocess.Popen(
+        [str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking", "--format",
+         "raw", "-r", str(PROFILE_RATE), "--pid", str(d.pid), "-o", str(path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return spy, path
 
 
 def code_env_current() -> dict[str, str]:
@@ -802,6 +822,9 @@ async def main() -> None:
     parser.add_argument("--lead", type=float, default=None,
                         help="seconds between the daemons' start and the instant "
                              "(default: 10 for instant, 70 for burst)")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="py-spy every daemon from ready to exit; summaries printed, "
+                             "collapsed stacks kept in DIR")
     parser.add_argument("--before", metavar="REV", default=None,
                         help="also run commit REV (extracted, first on PYTHONPATH), "
                              "runs interleaved with the working tree's")
