@@ -13,6 +13,8 @@ so a scrape never waits on I/O.  The README's metrics table lists them all.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -28,7 +30,12 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from birthdayd import occasions, retry
@@ -92,16 +99,6 @@ JOB_SECONDS = Histogram("birthdayd_job_duration_seconds",
 JOB_LAST_SUCCESS = Gauge("birthdayd_job_last_success_timestamp_seconds",
                          "Unix time the job last ran without error (no series before that).",
                          ["job"], registry=None)
-HTTP_REQUESTS = Counter("birthdayd_http_requests_total",
-                        "HTTP requests by route template (unmatched: no route), method and "
-                        "status.", ["route", "method", "status"], registry=None)
-HTTP_SECONDS = Histogram("birthdayd_http_request_duration_seconds",
-                         "HTTP request latency by route template and method, in the server "
-                         "(from the first middleware until the response is built).",
-                         ["route", "method"],
-                         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
-                                  2.5, 5), registry=None)
-
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
 
@@ -113,30 +110,64 @@ def job_done(job: str, started_s: float, ok: bool) -> None:
         JOB_LAST_SUCCESS.labels(job).set(time.time())
 
 
-class Http:
-    """Records one request: a count by (route, method, status) and its latency.
-    The label children are looked up once per combination (all bounded: route
-    templates, known methods, status codes), not per request."""
+HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Http(Collector):
+    """HTTP requests: a count by (route, method, status) and a latency histogram
+    by (route, method).  Kept in plain dicts and turned into families at scrape
+    time: recording a request is two dict lookups, a bisect and three additions,
+    with no lock (one event loop writes and reads them).  Every label is bounded:
+    route templates, known methods (others are ``other``), status codes."""
 
     def __init__(self) -> None:
-        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._counts: dict[tuple[str, str, int], int] = {}
+        # per (route, method): a count per bucket (the last one past every bound), then the sum
+        self._latency: dict[tuple[str, str], list[float]] = {}
 
     def expect(self, route: str, method: str, status: int) -> None:
         """Create a (route, method, status) series at 0."""
-        self.record(route, method, status, None)
+        self._counts.setdefault((route, method, status), 0)
+        self._latency.setdefault((route, method), [0.0] * (len(HTTP_BUCKETS) + 2))
 
-    def record(self, route: str, method: str, status: int, seconds: float | None) -> None:
+    def record(self, route: str, method: str, status: int, seconds: float) -> None:
+        if method not in HTTP_METHODS:
+            method = "other"
         key = (route, method, status)
-        children = self._children.get(key)
-        if children is None:
-            if method not in HTTP_METHODS:
-                method = "other"
-            children = (HTTP_REQUESTS.labels(route, method, str(status)),
-                        HTTP_SECONDS.labels(route, method))
-            self._children[key] = children
-        if seconds is not None:
-            children[0].inc()
-            children[1].observe(seconds)
+        try:
+            self._counts[key] += 1
+        except KeyError:
+            self._counts[key] = 1
+        latency = self._latency.get((route, method))
+        if latency is None:
+            latency = self._latency[route, method] = [0.0] * (len(HTTP_BUCKETS) + 2)
+        latency[bisect.bisect_left(HTTP_BUCKETS, seconds)] += 1
+        latency[-1] += seconds
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families(with_values=False)
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families(with_values=True)
+
+    def _families(self, *, with_values: bool) -> list[Metric]:
+        requests = CounterMetricFamily(
+            "birthdayd_http_requests",
+            "HTTP requests by route template (unmatched: no route), method and status.",
+            labels=["route", "method", "status"])
+        latency = HistogramMetricFamily(
+            "birthdayd_http_request_duration_seconds",
+            "HTTP request latency by route template and method, in the server (from the "
+            "first middleware until the response is built).", labels=["route", "method"])
+        if with_values:
+            for (route, method, status), count in self._counts.items():
+                requests.add_metric([route, method, str(status)], count)
+            bounds = [repr(b) for b in HTTP_BUCKETS] + ["+Inf"]  # as Histogram writes them
+            for (route, method), counts in self._latency.items():
+                cumulative = list(itertools.accumulate(counts[:-1]))
+                latency.add_metric([route, method], list(zip(bounds, cumulative, strict=True)),
+                                   counts[-1])
+        return [requests, latency]
 
 
 # -- computed at scrape time ----------------------------------------------------
@@ -269,13 +300,14 @@ class Readings(Collector):
 
 def registry(roles: Iterable[str], collectors: Iterable[Collector] = ()) -> CollectorRegistry:
     """The families the given roles write (plus the process's own and
-    ``collectors``), with every counter's label combinations at 0."""
+    ``collectors``), with every counter's label combinations at 0.  The HTTP
+    server adds its own :class:`Http` (every role serves HTTP)."""
     roles = set(roles)
     reg = CollectorRegistry()
     ProcessCollector(registry=reg)
     PlatformCollector(registry=reg)
     reg.register(GC_COLLECTOR)
-    chosen: list[Collector] = [HTTP_REQUESTS, HTTP_SECONDS]
+    chosen: list[Collector] = []  # the HTTP families: api.create_app registers its Http
     if "worker" in roles:
         chosen += [MESSAGES, SEND_SECONDS, LATENESS_SECONDS, POSSIBLE_DUPLICATES,
                    REDELIVERIES_DROPPED]

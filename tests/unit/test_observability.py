@@ -183,11 +183,22 @@ async def test_a_hung_broker_leaves_the_backlog_reading_fresh_and_the_depths_abs
 
 def test_http_requests_are_counted_by_route_template_with_bounded_labels() -> None:
     http = metrics.Http()
+    http.expect("/users", "GET", 200)
     http.record("/user/{id}", "GET", 404, 0.002)
-    http.record("/user/{id}", "GET", 404, 0.003)
+    http.record("/user/{id}", "GET", 404, 0.03)
     http.record("unmatched", "BREW", 405, 0.001)
-    found = _families(["api"])
+    found = _families([], http)
     counts = {(s["route"], s["method"], s["status"]): v
               for s, v in found["birthdayd_http_requests"]}
-    assert counts[("/user/{id}", "GET", "404")] >= 2
-    assert ("unmatched", "other", "405") in counts
+    assert counts == {("/users", "GET", "200"): 0, ("/user/{id}", "GET", "404"): 2,
+                      ("unmatched", "other", "405"): 1}
+    latency = {(s["route"], s["le"]): v for s, v in found["birthdayd_http_request_duration_seconds"]
+               if "le" in s and s["route"] == "/user/{id}"}
+    assert latency[("/user/{id}", "0.001")] == 0
+    assert latency[("/user/{id}", "0.0025")] == 1
+    assert latency[("/user/{id}", "0.025")] == 1
+    assert latency[("/user/{id}", "0.05")] == 2
+    assert latency[("/user/{id}", "+Inf")] == 2
+    [total] = [v for s, v in found["birthdayd_http_request_duration_seconds"]
+               if s.get("route") == "/user/{id}" and "le" not in s and v > 1]
+    assert total == 2  # _count; _sum is 0.032
