@@ -90,9 +90,10 @@ USER_DELETED = UserDeleted()
 class Deliveries:
     def __init__(self, pool: asyncpg.Pool, clock: clock_mod.Clock, *, send_hour: int,
                  call_lease: dt.timedelta) -> None:
-        """``call_lease``: how long past its due time (or past the claim of its
-        call) a row in sending stays its worker's: the provider timeout plus a
-        margin.  Past it, recovery presumes the worker dead."""
+        """``call_lease``: how long past its due time a row in sending stays
+        its worker's: the provider timeout plus a margin.  Past it, recovery
+        presumes the worker dead (a row whose call was claimed gets one more
+        lease first)."""
         self.pool = pool
         self.clock = clock
         self.send_hour = send_hour
@@ -151,9 +152,8 @@ class Deliveries:
 
     async def _claim_many(self, items: list[Delivery]) -> list[Recipient | UserDeleted | None]:
         async def claim() -> list[asyncpg.Record]:
-            now = self.clock.now()
             return await store.claim_calls(self.pool, [(d.id, d.attempt) for d in items],
-                                           now + self.call_lease, now)
+                                           self.clock.now())
 
         # Idempotent, so retried (a claim that committed with its answer lost
         # would otherwise leave a called row that no call ever left).

@@ -272,8 +272,12 @@ WHERE m.status = 'sending' AND m.updated_at = ANY($2::timestamptz[]);
 -- delete either committed before this and wins, or waits until it is done.
 -- A greeting whose user was deleted is cancelled here instead (status
 -- 'cancelled' in the answer).  called_at marks that the provider may now
--- receive it; the lease restarts for the call ($3).  Users are found by the
--- array of their ids (an index lookup whatever the statistics say).
+-- receive it.  The lease is left as start_sending set it (due time plus the
+-- call's lease): a call claimed late and still unanswered when it runs out
+-- gets recovery's grace for called rows.  So the usual claim changes no
+-- indexed column and is a HOT update (no index entries, see migration 0005).
+-- Users are found by the array of their ids (an index lookup whatever the
+-- statistics say).
 WITH target AS (
     SELECT u.id, u.first_name, u.last_name, u.email, u.deleted_at
     FROM users u
@@ -283,9 +287,9 @@ WITH target AS (
 )
 UPDATE messages m
 SET status = CASE WHEN t.deleted_at IS NULL THEN 'sending' ELSE 'cancelled' END,
-    called_at = CASE WHEN t.deleted_at IS NULL THEN $4::timestamptz END,
-    lease_until = CASE WHEN t.deleted_at IS NULL THEN $3::timestamptz END,
-    updated_at = $4
+    called_at = CASE WHEN t.deleted_at IS NULL THEN $3::timestamptz END,
+    lease_until = CASE WHEN t.deleted_at IS NULL THEN m.lease_until END,
+    updated_at = $3
 FROM unnest($1::uuid[], $2::int[]) AS asked (id, attempt), target t
 WHERE m.id = ANY($1::uuid[]) AND m.id = asked.id
   AND m.status = 'sending' AND m.attempts = asked.attempt AND m.user_id = t.id

@@ -265,12 +265,12 @@ async def finish_sent(db: Executor, sent: list[tuple[uuid.UUID, int]], now: dt.d
     return {r["id"] for r in await db.fetch(Q["finish_sent"], ids, attempts, now)}
 
 
-async def claim_calls(db: Executor, calls: list[tuple[uuid.UUID, int]],
-                      lease_until: dt.datetime, now: dt.datetime) -> list[Record]:
+async def claim_calls(db: Executor, calls: list[tuple[uuid.UUID, int]], now: dt.datetime
+                      ) -> list[Record]:
     """The rows of ``calls`` (id, attempt) still this worker's, with whom to
     greet (see the statement)."""
     ids, attempts = [i for i, _ in calls], [a for _, a in calls]
-    return await db.fetch(Q["claim_calls"], ids, attempts, lease_until, now)
+    return await db.fetch(Q["claim_calls"], ids, attempts, now)
 
 
 async def release(db: Executor, message_id: uuid.UUID, attempt: int, due_at: dt.datetime,

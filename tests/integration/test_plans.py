@@ -87,7 +87,7 @@ CASES = [
     # locks the users (by id: checked below, never a scan of users).
     pytest.param("start_sending", lambda u: ([u], dt.timedelta(seconds=70), NOW),
                  "messages_pkey", id="worker-start"),
-    pytest.param("claim_calls", lambda u: ([u], [1], NOW, NOW), "messages_pkey",
+    pytest.param("claim_calls", lambda u: ([u], [1], NOW), "messages_pkey",
                  id="worker-claim-calls"),
     pytest.param("finish_sent", lambda u: ([u], [1], NOW), "messages_pkey",
                  id="worker-sent"),

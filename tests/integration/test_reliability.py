@@ -196,8 +196,7 @@ async def test_a_called_row_whose_worker_is_gone_is_taken_back_after_one_grace_a
     assert await p.scheduler.tick(ADA_SEND_AT) == 1
     lease = dt.timedelta(seconds=10)
     [row] = await store.start_sending(p.pool, [message_id], lease, ADA_SEND_AT)
-    assert await store.claim_calls(p.pool, [(message_id, row["attempts"])],
-                                   ADA_SEND_AT + lease, ADA_SEND_AT)
+    assert await store.claim_calls(p.pool, [(message_id, row["attempts"])], ADA_SEND_AT)
     duplicates = metrics.POSSIBLE_DUPLICATES.labels("lease_expired")
     counted = duplicates._value.get()
     first = ADA_SEND_AT + lease + dt.timedelta(seconds=1)
@@ -512,6 +511,31 @@ async def test_concurrent_claims_go_to_postgresql_as_one_statement_each_answered
     assert (rows[ada_d.id]["status"], rows[ada_d.id]["called_at"]) == ("sending", NINE_UTC)
     assert rows[bob_d.id]["status"] == "cancelled"
     assert (rows[cy_d.id]["status"], rows[cy_d.id]["called_at"]) == ("sending", None)
+
+
+async def test_claiming_a_call_is_a_hot_update_that_writes_no_index_entry(
+    pool: asyncpg.Pool, manager: deliveries_mod.Deliveries, ada: uuid.UUID
+) -> None:
+    """The claim sets only called_at (and updated_at): no indexed column, no
+    column a partial index's predicate names, so PostgreSQL updates the row
+    in place on its page (fillfactor leaves room) and writes no index entry."""
+    delivery = await manager.start(ada)
+    assert delivery is not None
+    lease = await pool.fetchval("SELECT lease_until FROM messages WHERE id = $1", ada)
+    counts = ("SELECT pg_stat_get_xact_tuples_updated('messages'::regclass), "
+              "pg_stat_get_xact_tuples_hot_updated('messages'::regclass)")
+    async with pool.acquire() as conn, conn.transaction():
+        # This session's counts not yet flushed to the statistics: compare.
+        before = await conn.fetchrow(counts)
+        later = NINE_UTC + dt.timedelta(seconds=5)  # a claim a little after the start
+        claimed = await store.claim_calls(conn, [(ada, delivery.attempt)], later)
+        assert [r["status"] for r in claimed] == ["sending"]
+        after = await conn.fetchrow(counts)
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 1)
+    row = await store.get_message(pool, ada)
+    assert row is not None and (row["called_at"], row["lease_until"]) == (later, lease)
+    assert await pool.fetchval(
+        "SELECT reloptions FROM pg_class WHERE oid = 'messages'::regclass") == ["fillfactor=80"]
 
 
 async def test_the_delivery_manager_releases_without_counting_and_retries_and_ends(
