@@ -28,7 +28,7 @@ constraints:
 services:
 	bash scripts/services.sh
 
-# What the fault tests need beside them (libfaketime), from Debian's packages.
+# What the fault and metrics tests need beside them (libfaketime, Prometheus), from Debian's packages.
 test-tools:
 	bash scripts/test-tools.sh
 
