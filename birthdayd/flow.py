@@ -7,8 +7,9 @@ lease: the rows ``queued`` (claimed and published, not yet taken by a worker:
 counted in PostgreSQL, exact and shared by every scheduler replica) may grow
 to ``high_water``, what the workers took in the last stretch of time scaled to
 half the lease (never below ``floor``, which also covers a cold start with no
-measurement yet).  The rest stays ``scheduled``, leased to nobody, and is
-claimed as the backlog drains.
+measurement yet, and never above ``ceiling``, what the broker holds well).
+The rest stays ``scheduled``, leased to nobody, and is claimed as the backlog
+drains.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ class Flow:
     lease_s: float
     floor: int = 5_000
     """Queued rows always allowed: a cold start, a quiet system."""
+    ceiling: int = 100_000
+    """Queued rows never exceeded, however fast the workers: the broker holds
+    every queued id (a quorum queue keeps each one's index in memory, and a
+    broker past its memory watermark blocks every publisher)."""
     smoothing: float = 0.3
     """Weight of the newest drain-rate sample (exponential moving average)."""
     min_interval_s: float = 1.0
@@ -58,7 +63,7 @@ class Flow:
 
     @property
     def high_water(self) -> int:
-        return max(self.floor, int(self.rate * self.lease_s / 2))
+        return min(self.ceiling, max(self.floor, int(self.rate * self.lease_s / 2)))
 
     def room(self) -> int:
         """How many more rows may be claimed now."""

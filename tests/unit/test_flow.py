@@ -57,3 +57,12 @@ def test_the_rate_is_smoothed() -> None:
         f.claimed(count)
         f.observe(now_s, 0)
     assert f.rate == 200  # 0.5 * 300 + 0.5 * 100
+
+
+def test_however_fast_the_workers_the_backlog_stays_under_the_ceiling() -> None:
+    f = flow.Flow(lease_s=600, floor=100, ceiling=50_000, smoothing=1.0)
+    f.observe(0.0, 0)
+    f.claimed(40_000)
+    # 10,000/s taken would allow 3,000,000 queued (half a lease of work).
+    assert _room_after(f, 4.0, 0) == 50_000
+    assert f.rate == 10_000
