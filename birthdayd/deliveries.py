@@ -193,7 +193,7 @@ class Deliveries:
             now = self.clock.now()
             async with self.pool.acquire() as conn, conn.transaction():
                 # Users before messages, the order every writer takes them in.
-                await store.lock_users(conn, sorted({d.user_id for d in items}))
+                users = await store.lock_users(conn, sorted({d.user_id for d in items}))
                 done = await store.finish_sent(conn, [(d.id, d.attempt) for d in items], now)
                 for d in items:
                     # Recovery took the row back while the provider was
@@ -202,7 +202,7 @@ class Deliveries:
                     if d.id not in done and await store.finish_late_sent(conn, d.id, now):
                         done.add(d.id)
                 ended = [(d.user_id, d.occasion) for d in items if d.id in done]
-                await greetings.plan_next(conn, ended, now, self.send_hour)
+                await greetings.plan_next(conn, ended, now, self.send_hour, locked=users)
             return [d.id in done for d in items]
 
         return await self._persist(record, "recording sent greetings")

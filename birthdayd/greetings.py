@@ -91,17 +91,21 @@ async def plan_next(
     ended: list[tuple[uuid.UUID, str]],
     now: dt.datetime,
     send_hour: int,
+    locked: list[store.Record] | None = None,
 ) -> None:
     """After greetings ended, given as (user_id, occasion): plan each user's next.
 
     Inside the caller's transaction this is a savepoint, so the end and the
     next plan commit together, yet a failure here (logged; the daily job plans
     whatever is missing) never undoes the record of the greetings that ended.
-    The users' rows are locked, so a concurrent DELETE either sees the new row
-    and cancels it, or comes first and nothing is planned."""
+    The users' rows are locked (or were, by the caller's transaction: pass
+    what its lock_users returned as ``locked``), so a concurrent DELETE either
+    sees the new row and cancels it, or comes first and nothing is planned."""
     try:
         async with conn.transaction():
-            users = {u["id"]: u for u in await store.lock_users(conn, [u for u, _ in ended])}
+            if locked is None:
+                locked = await store.lock_users(conn, sorted({u for u, _ in ended}))
+            users = {u["id"]: u for u in locked}
             wanted: dict[uuid.UUID, list[str]] = {}
             for user_id, occasion in ended:
                 if user_id in users:

@@ -664,8 +664,11 @@ PROFILE_RATE = 100
 
 def profile(d: Daemon, path: Path) -> tuple[subprocess.Popen[bytes], Path]:
     """py-spy sampling ``d`` from now until it exits (collapsed stacks)."""
+    exe = Path(sys.executable).with_name("py-spy")
+    if not exe.exists():
+        sys.exit(f"--profile needs py-spy in the venv: {exe.with_name('pip')} install py-spy")
     spy = subprocess.Popen(
-        [str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking", "--format",
+        [str(exe), "record", "--nonblocking", "--format",
          "raw", "-r", str(PROFILE_RATE), "--pid", str(d.pid), "-o", str(path)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return spy, path
