@@ -40,11 +40,14 @@ SELECT * FROM users_with_schedule WHERE id = $1 AND deleted_at IS NULL;
 -- A page of GET /users in one statement, each user as user_with_schedule.
 -- $1 is the cursor, the nil uuid for the first page: no "$1 IS NULL OR"
 -- branch, which a cached generic plan cannot use to bound the key scan.  The
--- page's ids are chosen first (live_users_after, one key probe per id), so
--- the schedules are built for those users only whatever the estimates say.
+-- page's ids are chosen first (live_users_after, one key probe per id), then
+-- each user is read by its key (OFFSET 0 keeps the lateral a per-id lookup:
+-- unfenced, a never-analyzed small table was hash-joined by a scan of every
+-- user), so the schedules are built for those users only whatever the
+-- estimates say.
 SELECT v.*
 FROM live_users_after($1, $2) AS page
-CROSS JOIN LATERAL (SELECT * FROM users_with_schedule v WHERE v.id = page.id) AS v
+CROSS JOIN LATERAL (SELECT * FROM users_with_schedule v WHERE v.id = page.id OFFSET 0) AS v
 ORDER BY page.id;
 
 -- name: lock_user
@@ -389,8 +392,8 @@ SELECT u.*,
        b.found IS NULL AS needs_birthday,
        u.anniversary IS NOT NULL AND a.found IS NULL AS needs_anniversary
 FROM (
-    SELECT users.* FROM live_users_after($1, $2) AS page  -- $1: the nil uuid first
-    JOIN users ON users.id = page.id
+    SELECT u.* FROM live_users_after($1, $2) AS page  -- $1: the nil uuid first
+    CROSS JOIN LATERAL (SELECT * FROM users WHERE users.id = page.id OFFSET 0) AS u
 ) AS u
 LEFT JOIN LATERAL (
     SELECT true AS found FROM messages m

@@ -124,6 +124,29 @@ async def test_deleted_users_are_not_listed(client: TestClient[Any, Any]) -> Non
     assert sorted(i["id"] for i in items) == sorted(set(ids) - set(ids[::3]))
 
 
+async def test_pages_stay_full_across_a_run_of_deleted_users(
+    client: TestClient[Any, Any],
+) -> None:
+    """A page holds `limit` live users even where deleted ones lie between
+    them: the walk steps over the first, the last and a run of seven longer
+    than a page, and each page but the last is full."""
+    ids = sorted(await create_users(client, 20), key=uuid.UUID)
+    gone = {ids[0], ids[-1], *ids[5:12]}
+    for user_id in gone:
+        assert (await client.delete(f"/user/{user_id}")).status == 204
+    after: str | None = None
+    sizes: list[int] = []
+    seen: list[str] = []
+    while True:
+        page = await get_page(client, "/users", 3, after)
+        sizes.append(len(page["items"]))
+        seen.extend(i["id"] for i in page["items"])
+        if (after := page["next"]) is None:
+            break
+    assert seen == [i for i in ids if i not in gone]
+    assert sizes == [3, 3, 3, 2]
+
+
 async def test_a_cursor_of_a_deleted_user_still_continues_the_walk(
     client: TestClient[Any, Any],
 ) -> None:
