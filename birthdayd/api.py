@@ -24,6 +24,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from birthdayd import clock, greetings, logs, metrics, openapi, states, store, validation
+from birthdayd.fair_pool import FairPool
 from birthdayd.states import Status
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ class Deps:
 
 
 DEPS = web.AppKey("deps", Deps)
+POOL = web.AppKey("pool", FairPool)
+"""Deps.pool, its connections handed out in arrival order (fair_pool)."""
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 
 
@@ -285,7 +288,7 @@ def message_view(row: store.Row) -> dict[str, Any]:
     }
 
 
-async def one_user_view(pool: asyncpg.Pool, user_id: uuid.UUID) -> dict[str, Any]:
+async def one_user_view(pool: store.Executor, user_id: uuid.UUID) -> dict[str, Any]:
     user = await store.user_with_schedule(pool, user_id)
     if user is None:
         raise ApiError(404, "not_found", f"No user with id {user_id}.")
@@ -308,15 +311,14 @@ async def create_user(request: web.Request) -> web.Response:
     if errors:
         raise _invalid(errors)
     try:
-        user = await greetings.create(deps.pool, fields, now, deps.send_hour)
+        user = await greetings.create(request.app[POOL], fields, now, deps.send_hour)
     except greetings.EmailTaken:
         raise _email_taken(fields["email"]) from None
     return json_response(user_view(user), 201, {"Location": f"/user/{user['id']}"})
 
 
 async def get_user(request: web.Request) -> web.Response:
-    deps = request.app[DEPS]
-    return json_response(await one_user_view(deps.pool, path_id(request, "user")))
+    return json_response(await one_user_view(request.app[POOL], path_id(request, "user")))
 
 
 async def update_user(request: web.Request) -> web.Response:
@@ -325,7 +327,7 @@ async def update_user(request: web.Request) -> web.Response:
     body = await read_json(request)
     try:
         user = await greetings.update_user(
-            deps.pool, user_id, body, deps.clock, deps.send_hour
+            request.app[POOL], user_id, body, deps.clock, deps.send_hour
         )
     except greetings.Invalid as e:
         raise _invalid(e.fields) from None
@@ -339,25 +341,23 @@ async def update_user(request: web.Request) -> web.Response:
 async def delete_user(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     user_id = path_id(request, "user")
-    if not await greetings.delete_user(deps.pool, user_id, deps.clock.now()):
+    if not await greetings.delete_user(request.app[POOL], user_id, deps.clock.now()):
         raise ApiError(404, "not_found", f"No user with id {user_id}.")
     return web.Response(status=204)
 
 
 async def list_users(request: web.Request) -> web.Response:
-    deps = request.app[DEPS]
     errors: dict[str, str] = {}
     limit, after = page_params(request, errors)
     if errors:
         raise _invalid(errors)
-    rows = await store.users_with_schedule(deps.pool, after, limit + 1)
+    rows = await store.users_with_schedule(request.app[POOL], after, limit + 1)
     items = [user_view(u) for u in rows[:limit]]
     nxt = str(rows[limit - 1]["id"]) if len(rows) > limit else None
     return json_response({"items": items, "next": nxt})
 
 
 async def list_messages(request: web.Request) -> web.Response:
-    deps = request.app[DEPS]
     errors: dict[str, str] = {}
     limit, after = page_params(request, errors)
     user_id = query_uuid(request, "userId", errors)
@@ -366,7 +366,7 @@ async def list_messages(request: web.Request) -> web.Response:
         errors["status"] = f"must be one of {', '.join(Status)}"
     if errors:
         raise _invalid(errors)
-    rows = await store.list_messages(deps.pool, status, user_id, after, limit + 1)
+    rows = await store.list_messages(request.app[POOL], status, user_id, after, limit + 1)
     nxt = str(rows[limit - 1]["id"]) if len(rows) > limit else None
     return json_response({"items": [message_view(r) for r in rows[:limit]], "next": nxt})
 
@@ -374,9 +374,9 @@ async def list_messages(request: web.Request) -> web.Response:
 async def retry_message(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     message_id = path_id(request, "message")
-    row = await store.redrive(deps.pool, message_id, deps.clock.now())
+    row = await store.redrive(request.app[POOL], message_id, deps.clock.now())
     if row is None:
-        existing = await store.get_message(deps.pool, message_id)
+        existing = await store.get_message(request.app[POOL], message_id)
         if existing is None:
             raise ApiError(404, "not_found", f"No message with id {message_id}.")
         if existing["status"] in states.REDRIVABLE:
@@ -442,6 +442,7 @@ def create_app(deps: Deps) -> web.Application:
         middlewares=[outer_middleware(http), auth_middleware(deps.api_token)],
     )
     app[DEPS] = deps
+    app[POOL] = FairPool(deps.pool)
     app[REGISTRY] = deps.registry or metrics.registry(["api"])
     app[REGISTRY].register(http)
     for method, path, handler, status in COMMON_ROUTES + (API_ROUTES if deps.serve_api else ()):

@@ -17,6 +17,7 @@ import asyncpg
 
 from birthdayd import BirthdaydError, calendar_rules, occasions, store, validation
 from birthdayd import clock as clock_mod
+from birthdayd.fair_pool import FairPool
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +138,8 @@ async def create_user(
 
 
 async def update_user(
-    pool: asyncpg.Pool, user_id: uuid.UUID, body: Any, clock: clock_mod.Clock, send_hour: int
+    pool: asyncpg.Pool | FairPool, user_id: uuid.UUID, body: Any, clock: clock_mod.Clock,
+    send_hour: int,
 ) -> store.Record | None:
     """Apply a PUT body (any subset of fields); returns the user with its
     schedule as committed (read in the same transaction), None if there is no
