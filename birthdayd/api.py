@@ -7,7 +7,6 @@ serves it.  Bad input always gets a 4xx JSON error and writes nothing.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import hmac
 import itertools
 import logging
@@ -64,10 +63,17 @@ def _default(value: Any) -> Any:
     raise TypeError
 
 
+# orjson writes dates as YYYY-MM-DD and datetimes as RFC 3339, "Z" for UTC (the
+# contract's form, with microseconds only when there are any, as isoformat()
+# does).  Every instant a view holds comes from PostgreSQL through asyncpg,
+# which returns timestamptz in UTC; a naive one would be taken as UTC.
+_JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
+
+
 def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | None = None
                   ) -> web.Response:
     return web.Response(
-        body=orjson.dumps(data, default=_default),
+        body=orjson.dumps(data, default=_default, option=_JSON_OPTIONS),
         status=status,
         content_type="application/json",
         charset="utf-8",
@@ -236,13 +242,10 @@ def page_params(request: web.Request, errors: dict[str, str]) -> tuple[int, uuid
     return limit, query_uuid(request, "after", errors)
 
 
-def iso(value: dt.datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-
-
 # -- views --------------------------------------------------------------------
+
+
+# The views keep dates and instants as they are: json_response writes them.
 
 
 def schedule_of(user: store.Row) -> list[dict[str, Any]]:
@@ -250,8 +253,7 @@ def schedule_of(user: store.Row) -> list[dict[str, Any]]:
     if not user["occasions"]:
         return []
     return [
-        {"occasion": occasion, "date": day.isoformat(), "sendAt": iso(send_at),
-         "status": status}
+        {"occasion": occasion, "date": day, "sendAt": send_at, "status": status}
         for occasion, day, send_at, status in zip(
             user["occasions"], user["dates"], user["send_ats"], user["statuses"], strict=True)
     ]
@@ -259,18 +261,17 @@ def schedule_of(user: store.Row) -> list[dict[str, Any]]:
 
 def user_view(user: store.Row) -> dict[str, Any]:
     """A user with its schedule (a row of store.user_with_schedule or create_user)."""
-    anniversary = user["anniversary"]
     return {
         "id": user["id"],
         "firstName": user["first_name"],
         "lastName": user["last_name"],
         "email": user["email"],
-        "birthday": user["birthday"].isoformat(),
-        "anniversary": anniversary.isoformat() if anniversary else None,
+        "birthday": user["birthday"],
+        "anniversary": user["anniversary"],
         "location": user["location"],
         "schedule": schedule_of(user),
-        "createdAt": iso(user["created_at"]),
-        "updatedAt": iso(user["updated_at"]),
+        "createdAt": user["created_at"],
+        "updatedAt": user["updated_at"],
     }
 
 
@@ -279,12 +280,12 @@ def message_view(row: store.Row) -> dict[str, Any]:
         "id": row["id"],
         "userId": row["user_id"],
         "occasion": row["occasion"],
-        "date": row["occasion_date"].isoformat(),
-        "sendAt": iso(row["send_at"]),
+        "date": row["occasion_date"],
+        "sendAt": row["send_at"],
         "status": row["status"],
         "attempts": row["attempts"],
         "lastError": row["last_error"],
-        "sentAt": iso(row["sent_at"]),
+        "sentAt": row["sent_at"],
     }
 
 
