@@ -155,25 +155,49 @@ async def update_user(
     The clock is read once the user's row is locked: a worker locks it too
     right before its provider call, so "not due yet" here means no call has
     been made.
+
+    An edit that moves no greeting (names, e-mail: most edits) takes two
+    statements and no transaction: a plain read, then a compare-and-set
+    (store.rename_user) that applies only if the row is still as read.
+    Anything else, an invalid body, or a row changed in between, goes the
+    locked way, which decides (and validates) on the locked row.
     """
-    async with pool.acquire() as conn, conn.transaction():
-        before = await store.lock_user(conn, user_id)
+    async with pool.acquire() as conn:
+        before = await store.get_user(conn, user_id)
         if before is None:
             return None
         now = clock.now()
         fields, errors = validation.validate_user(body, now, dict(before))
-        if errors:
-            raise Invalid(errors)
-        try:
-            after = await store.update_user(conn, user_id, fields, now)
-        except asyncpg.UniqueViolationError as e:
-            raise EmailTaken(fields["email"]) from e
-        assert after is not None
-        changed = changed_occasions(before, after)
-        if changed:
-            await store.drop_unsent(conn, user_id, changed, now)
-            await plan(conn, after, now, send_hour, changed)
-        return await store.user_with_schedule(conn, user_id)
+        if not errors and not changed_occasions(before, fields):
+            try:
+                renamed = await store.rename_user(conn, before, fields, now)
+            except asyncpg.UniqueViolationError as e:
+                raise EmailTaken(fields["email"]) from e
+            if renamed is not None:
+                return renamed
+        async with conn.transaction():
+            return await _update_locked(conn, user_id, body, clock, send_hour)
+
+
+async def _update_locked(conn: store.Connection, user_id: uuid.UUID, body: Any,
+                         clock: clock_mod.Clock, send_hour: int) -> store.Record | None:
+    before = await store.lock_user(conn, user_id)
+    if before is None:
+        return None
+    now = clock.now()
+    fields, errors = validation.validate_user(body, now, dict(before))
+    if errors:
+        raise Invalid(errors)
+    try:
+        after = await store.update_user(conn, user_id, fields, now)
+    except asyncpg.UniqueViolationError as e:
+        raise EmailTaken(fields["email"]) from e
+    assert after is not None
+    changed = changed_occasions(before, after)
+    if changed:
+        await store.drop_unsent(conn, user_id, changed, now)
+        await plan(conn, after, now, send_hour, changed)
+    return await store.user_with_schedule(conn, user_id)
 
 
 async def delete_user(db: store.Executor, user_id: uuid.UUID, now: dt.datetime) -> bool:

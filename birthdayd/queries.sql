@@ -50,8 +50,32 @@ FROM live_users_after($1, $2) AS page
 CROSS JOIN LATERAL (SELECT * FROM users_with_schedule v WHERE v.id = page.id OFFSET 0) AS v
 ORDER BY page.id;
 
+-- name: get_user
+SELECT * FROM users WHERE id = $1 AND deleted_at IS NULL;
+
 -- name: lock_user
 SELECT * FROM users WHERE id = $1 AND deleted_at IS NULL FOR UPDATE;
+
+-- name: rename_user
+-- PUT /user/{id} that moves no greeting (names, e-mail) in one statement, a
+-- compare-and-set: applied only if the user's fields are still $5-$10, as the
+-- request read them (else nothing: the caller takes the locked way).  Returns
+-- the user as user_with_schedule does; its greetings are unchanged, so the
+-- schedule is read beside the update.
+WITH renamed AS (
+    UPDATE users
+    SET first_name = $2, last_name = $3, email = $4, updated_at = greatest(updated_at, $11)
+    WHERE id = $1 AND deleted_at IS NULL
+      AND (first_name, last_name, email, birthday, anniversary, location)
+          IS NOT DISTINCT FROM ($5, $6, $7, $8, $9, $10)
+    RETURNING *
+)
+SELECT renamed.*, v.occasions, v.dates, v.send_ats, v.statuses
+FROM renamed
+CROSS JOIN LATERAL (
+    SELECT v.occasions, v.dates, v.send_ats, v.statuses
+    FROM users_with_schedule v WHERE v.id = renamed.id OFFSET 0
+) AS v;
 
 -- name: update_user
 UPDATE users

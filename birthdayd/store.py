@@ -160,8 +160,23 @@ async def users_with_schedule(db: Executor, after: uuid.UUID | None, limit: int
     return await db.fetch(Q["users_with_schedule"], after or FIRST, limit)
 
 
+async def get_user(db: Executor, user_id: uuid.UUID) -> Record | None:
+    return await db.fetchrow(Q["get_user"], user_id)
+
+
 async def lock_user(db: Executor, user_id: uuid.UUID) -> Record | None:
     return await db.fetchrow(Q["lock_user"], user_id)
+
+
+async def rename_user(db: Executor, before: Row, fields: dict[str, Any], now: dt.datetime
+                      ) -> Record | None:
+    """Set the names and e-mail of ``fields`` if the user is still ``before``
+    (see the statement); the user with its schedule, or None."""
+    return await db.fetchrow(
+        Q["rename_user"], before["id"], fields["first_name"], fields["last_name"],
+        fields["email"], before["first_name"], before["last_name"], before["email"],
+        before["birthday"], before["anniversary"], before["location"], now,
+    )
 
 
 async def update_user(db: Executor, user_id: uuid.UUID, fields: dict[str, Any],

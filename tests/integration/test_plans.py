@@ -121,6 +121,11 @@ CASES = [
                  id="DELETE-user"),
     pytest.param("drop_unsent", lambda u: (u, ["birthday"], NOW), "messages_pending_by_user",
                  id="PUT-user"),
+    pytest.param("get_user", lambda u: (u,), "users_pkey", id="PUT-user-read"),
+    pytest.param("rename_user", lambda u: (u, "A", "B", "new@example.com", "A", "B",
+                                           "u1@example.com", dt.date(1990, 1, 2), None, "UTC",
+                                           NOW), "messages_pending_by_user",
+                 id="PUT-user-rename"),
 ]
 
 
@@ -188,7 +193,7 @@ async def test_the_delivery_log_stays_on_its_index_in_a_cached_generic_plan(
 
 
 @pytest.mark.parametrize("name", ["users_with_schedule", "users_page_needs", "user_with_schedule",
-                                  "delete_user", "lock_user"])
+                                  "delete_user", "lock_user", "get_user"])
 @pytest.mark.parametrize("mode", ["force_custom_plan", "force_generic_plan"])
 async def test_users_are_read_by_key_on_a_small_database_never_analyzed(
     pool: asyncpg.Pool, small: uuid.UUID, name: str, mode: str

@@ -12,6 +12,7 @@ worked out by hand in each test.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from typing import Any
@@ -20,7 +21,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from birthdayd import clock
+from birthdayd import clock, store
 
 UTC = dt.UTC
 
@@ -50,6 +51,13 @@ async def create(client: TestClient[Any, Any], **changes: Any) -> dict[str, Any]
     assert response.status == 201, await response.text()
     created: dict[str, Any] = await response.json()
     return created
+
+
+async def get(client: TestClient[Any, Any], user_id: str) -> dict[str, Any]:
+    response = await client.get(f"/user/{user_id}")
+    assert response.status == 200, await response.text()
+    found: dict[str, Any] = await response.json()
+    return found
 
 
 async def put(client: TestClient[Any, Any], user_id: str, **changes: Any) -> dict[str, Any]:
@@ -416,3 +424,48 @@ async def test_a_deleted_user_can_be_recreated_and_is_planned_afresh(
     assert again["schedule"] == [entry("2027-01-15", "2027-01-15T09:00:00Z")]
     assert await pool.fetchval(
         "SELECT count(*) FROM messages WHERE status = 'scheduled'") == 1
+
+
+async def test_a_rename_applies_only_to_the_row_it_read(
+    client: TestClient[Any, Any], pool: asyncpg.Pool, manual_clock: clock.ManualClock
+) -> None:
+    """store.rename_user (a PUT's one-statement way) is a compare-and-set: a
+    row changed since the read is left alone (None), and the PUT then takes
+    the locked way; a row as read is renamed and comes back with its schedule."""
+    manual_clock.set(at("2027-01-15T12:00:00Z"))
+    created = await create(client)
+    read = await store.get_user(pool, uuid.UUID(created["id"]))
+    assert read is not None
+    await put(client, created["id"], birthday="1990-03-01")  # the row moves on
+    fields = {**dict(read), "first_name": "Augusta"}
+    assert await store.rename_user(pool, read, fields, manual_clock.now()) is None
+    assert (await get(client, created["id"]))["firstName"] == "Ada"
+    fresh = await store.get_user(pool, uuid.UUID(created["id"]))
+    assert fresh is not None
+    renamed = await store.rename_user(pool, fresh, {**dict(fresh), "first_name": "Augusta"},
+                                      manual_clock.now())
+    assert renamed is not None
+    assert renamed["first_name"] == "Augusta"
+    assert list(renamed["dates"]) == [dt.date(2027, 3, 1)]
+
+
+@pytest.mark.parametrize("rounds", [20])
+async def test_concurrent_edits_of_different_fields_all_survive(
+    client: TestClient[Any, Any], manual_clock: clock.ManualClock, rounds: int
+) -> None:
+    """A rename, a new e-mail and a move of the birthday sent at once, again
+    and again: every one lands, whichever way each PUT takes, and the
+    schedule follows the last birthday."""
+    manual_clock.set(at("2027-01-15T12:00:00Z"))
+    created = await create(client)
+    for n in range(rounds):
+        day = f"1990-{n % 12 + 1:02d}-{n % 27 + 1:02d}"
+        await asyncio.gather(
+            put(client, created["id"], firstName=f"Ada{n}"),
+            put(client, created["id"], email=f"ada{n}-{created['id'][:8]}@example.com"),
+            put(client, created["id"], lastName=f"L{n}", birthday=day),
+        )
+        now = await get(client, created["id"])
+        assert (now["firstName"], now["lastName"], now["birthday"]) == (f"Ada{n}", f"L{n}", day)
+        assert now["email"] == f"ada{n}-{created['id'][:8]}@example.com"
+        assert [e["date"][5:] for e in now["schedule"]] == [day[5:]]
