@@ -243,9 +243,7 @@ def page_params(request: web.Request, errors: dict[str, str]) -> tuple[int, uuid
 
 
 # -- views --------------------------------------------------------------------
-
-
-# The views keep dates and instants as they are: json_response writes them.
+# They keep dates and instants as they are: json_response writes them.
 
 
 def schedule_of(user: store.Row) -> list[dict[str, Any]]:

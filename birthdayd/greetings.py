@@ -142,8 +142,8 @@ async def update_user(
     send_hour: int,
 ) -> store.Record | None:
     """Apply a PUT body (any subset of fields); returns the user with its
-    schedule as committed (read in the same transaction), None if there is no
-    such user.
+    schedule as committed (read in the same transaction, or statement), None
+    if there is no such user.
 
     Validation runs on the locked row, so concurrent edits of different fields
     both survive.  When an occasion's date or the zone changes, its greetings
