@@ -306,7 +306,8 @@ async def test_timeouts_are_retried_until_sent_and_accepted_once(
     """The provider hangs; the 200 ms client timeout gives up and the worker retries."""
     provider = _provider(timeout_rate=1.0)
     p = await make_pipeline(provider=provider,
-                            config=dataclasses.replace(FAST, max_retries=50))
+                            config=dataclasses.replace(FAST, max_retries=50,
+                                                       email_timeout_ms=200))
     message_id = await _ada_due(p, manual_clock)
     manual_clock.set(ADA_SEND_AT)
     assert await p.scheduler.tick(ADA_SEND_AT) == 1
