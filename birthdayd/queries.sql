@@ -33,14 +33,15 @@ SELECT u.*,
 FROM u;
 
 -- name: user_with_schedule
--- GET /user/{id} in one statement (the view is in migration 0004).
+-- GET /user/{id} in one statement (the view: migrations 0004 and 0008).
 SELECT * FROM users_with_schedule WHERE id = $1 AND deleted_at IS NULL;
 
 -- name: users_with_schedule
 -- A page of GET /users in one statement, each user as user_with_schedule.
 -- $1 is the cursor, the nil uuid for the first page: no "$1 IS NULL OR"
 -- branch, which a cached generic plan cannot use to bound the key scan.  The
--- page's ids are chosen first (live_users_after, one key probe per id), then
+-- page's ids are chosen first (live_users_after: users_pkey read in key
+-- order, 128 ids at a time, migration 0008), then
 -- each user is read by its key (OFFSET 0 keeps the lateral a per-id lookup:
 -- unfenced, a never-analyzed small table was hash-joined by a scan of every
 -- user), so the schedules are built for those users only whatever the

@@ -147,6 +147,38 @@ async def test_pages_stay_full_across_a_run_of_deleted_users(
     assert sizes == [3, 3, 3, 2]
 
 
+async def test_the_key_walk_returns_what_a_plain_query_would_across_chunks(
+    pool: asyncpg.Pool,
+) -> None:
+    """live_users_after (the ids of every page of users, and of the daily
+    heal's pages) reads users_pkey in chunks of 128: it must answer exactly
+    "the next n live ids after the cursor" wherever the cursor and the
+    chunks' edges fall, across runs of deleted users longer than a chunk
+    (here 300, and 128 exactly), at the first and last id, and past the end."""
+    count = 700
+    ids = sorted(uuid.uuid4() for _ in range(count))
+    # the first and last ids, a chunk's edges, a run of exactly one chunk
+    # (130-257) and one of 300 (300-599)
+    gone = {0, 1, 127, 128, 129, 699, *range(130, 130 + 128), *range(300, 600)}
+    now = dt.datetime(2027, 1, 1, tzinfo=UTC)
+    await pool.executemany(
+        "INSERT INTO users (id, first_name, last_name, email, birthday, location,"
+        " created_at, updated_at, deleted_at) VALUES ($1, 'A', 'B', $2, '1990-01-01', 'UTC',"
+        " $3, $3, $4)",
+        [(i, f"u{n}@example.com", now, now if n in gone else None)
+         for n, i in enumerate(ids)])
+    nil = uuid.UUID(int=0)
+    cursors = [nil, *ids[::7], *(ids[n] for n in (127, 128, 129, 299, 600, 698, 699)),
+               uuid.UUID(int=2**128 - 1)]
+    for cursor in cursors:
+        for n in (1, 3, 101, 127, 128, 129, 256, 500, 1000):
+            got = await pool.fetch("SELECT id FROM live_users_after($1, $2)", cursor, n)
+            expected = await pool.fetch(
+                "SELECT id FROM users WHERE id > $1 AND deleted_at IS NULL"
+                " ORDER BY id LIMIT $2", cursor, n)
+            assert [r["id"] for r in got] == [r["id"] for r in expected], (cursor, n)
+
+
 async def test_a_cursor_of_a_deleted_user_still_continues_the_walk(
     client: TestClient[Any, Any],
 ) -> None:
