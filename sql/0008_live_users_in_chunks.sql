@@ -15,15 +15,8 @@
 CREATE OR REPLACE FUNCTION live_users_after(after uuid, n integer) RETURNS TABLE (id uuid)
 LANGUAGE sql STABLE AS $$
     WITH RECURSIVE chunk (ids, live, k) AS (
-        SELECT first.ids, first.live, cardinality(first.live)
-        FROM (
-            SELECT array_agg(u.id ORDER BY u.id) AS ids,
-                   coalesce(array_agg(u.id ORDER BY u.id) FILTER (WHERE u.deleted_at IS NULL),
-                            '{}') AS live
-            FROM (SELECT users.id, users.deleted_at FROM users
-                  WHERE users.id > after
-                  ORDER BY users.id LIMIT 128) AS u
-        ) AS first
+        -- The walk starts from a full chunk that ends at the cursor.
+        SELECT array_fill(after, ARRAY[128]), '{}'::uuid[], 0
         UNION ALL
         SELECT nxt.ids, nxt.live, chunk.k + cardinality(nxt.live)
         FROM chunk
