@@ -32,23 +32,28 @@ SELECT u.*,
        (SELECT array_agg(status ORDER BY occasion) FROM m) AS statuses
 FROM u;
 
+-- name: user_json
+-- GET /user/{id} in one statement: the user with its schedule as the JSON
+-- text the api writes (the view users_as_json: migration 0009).
+SELECT json FROM users_as_json WHERE id = $1 AND deleted_at IS NULL;
+
 -- name: user_with_schedule
 -- GET /user/{id} in one statement (the view: migrations 0004 and 0008).
 SELECT * FROM users_with_schedule WHERE id = $1 AND deleted_at IS NULL;
 
--- name: users_with_schedule
--- A page of GET /users in one statement, each user as user_with_schedule.
--- $1 is the cursor, the nil uuid for the first page: no "$1 IS NULL OR"
--- branch, which a cached generic plan cannot use to bound the key scan.  The
--- page's ids are chosen first (live_users_after: users_pkey read in key
--- order, 128 ids at a time, migration 0008), then
--- each user is read by its key (OFFSET 0 keeps the lateral a per-id lookup:
+-- name: users_page
+-- A page of GET /users in one statement: each user as user_json, with its id
+-- for the cursor.  $1 is the cursor, the nil uuid for the first page: no
+-- "$1 IS NULL OR" branch, which a cached generic plan cannot use to bound
+-- the key scan.  The page's ids are chosen first (live_users_after:
+-- users_pkey read in key order, 128 ids at a time, migration 0008), then each
+-- user is read by its key (OFFSET 0 keeps the lateral a per-id lookup:
 -- unfenced, a never-analyzed small table was hash-joined by a scan of every
 -- user), so the schedules are built for those users only whatever the
 -- estimates say.
-SELECT v.*
+SELECT v.id, v.json
 FROM live_users_after($1, $2) AS page
-CROSS JOIN LATERAL (SELECT * FROM users_with_schedule v WHERE v.id = page.id OFFSET 0) AS v
+CROSS JOIN LATERAL (SELECT * FROM users_as_json v WHERE v.id = page.id OFFSET 0) AS v
 ORDER BY page.id;
 
 -- name: get_user

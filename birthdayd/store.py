@@ -155,9 +155,16 @@ async def user_with_schedule(db: Executor, user_id: uuid.UUID) -> Record | None:
     return await db.fetchrow(Q["user_with_schedule"], user_id)
 
 
-async def users_with_schedule(db: Executor, after: uuid.UUID | None, limit: int
-                              ) -> list[Record]:
-    return await db.fetch(Q["users_with_schedule"], after or FIRST, limit)
+async def user_json(db: Executor, user_id: uuid.UUID) -> str | None:
+    """The user with its schedule as the JSON text of api.user_view, or None."""
+    text: str | None = await db.fetchval(Q["user_json"], user_id)
+    return text
+
+
+async def users_page(db: Executor, after: uuid.UUID | None, limit: int) -> list[Record]:
+    """Up to ``limit`` live users after ``after`` in id order: (id, json), the
+    user with its schedule as the JSON text of api.user_view."""
+    return await db.fetch(Q["users_page"], after or FIRST, limit)
 
 
 async def get_user(db: Executor, user_id: uuid.UUID) -> Record | None:

@@ -85,8 +85,9 @@ def _scans(nodes: list[dict[str, Any]]) -> set[tuple[str, str]]:
 
 CASES = [
     pytest.param("user_with_schedule", lambda u: (u,), "messages_pending_by_user",
-                 id="GET-user"),
-    pytest.param("users_with_schedule", lambda u: (store.FIRST, 101), "messages_pending_by_user",
+                 id="PUT-user-answer"),
+    pytest.param("user_json", lambda u: (u,), "messages_pending_by_user", id="GET-user"),
+    pytest.param("users_page", lambda u: (store.FIRST, 101), "messages_pending_by_user",
                  id="GET-users"),
     pytest.param("latest_dates", lambda u: ([u], ["birthday", "anniversary"]), "messages_once",
                  id="plan-latest-dates"),
@@ -147,7 +148,7 @@ async def test_a_hot_statement_uses_its_index_without_statistics(
         assert not any(found == "messages_status_id" for _, found in scans), scans
 
 
-@pytest.mark.parametrize("name", ["users_with_schedule", "users_page_needs"])
+@pytest.mark.parametrize("name", ["users_page", "users_page_needs"])
 async def test_a_page_after_a_cursor_stays_bounded_by_the_key_in_a_cached_generic_plan(
     pool: asyncpg.Pool, big: uuid.UUID, name: str
 ) -> None:
@@ -192,15 +193,15 @@ async def test_the_delivery_log_stays_on_its_index_in_a_cached_generic_plan(
     assert any(n.get("Index Name") == index and n.get("Index Cond") for n in nodes), nodes
 
 
-@pytest.mark.parametrize("name", ["users_with_schedule", "users_page_needs", "user_with_schedule",
-                                  "delete_user", "lock_user", "get_user"])
+@pytest.mark.parametrize("name", ["users_page", "users_page_needs", "user_with_schedule",
+                                  "user_json", "delete_user", "lock_user", "get_user"])
 @pytest.mark.parametrize("mode", ["force_custom_plan", "force_generic_plan"])
 async def test_users_are_read_by_key_on_a_small_database_never_analyzed(
     pool: asyncpg.Pool, small: uuid.UUID, name: str, mode: str
 ) -> None:
     """Every statement that reads users finds them through users_pkey, and a
     page of 100 costs the same few buffers per user whatever the table holds."""
-    args = {"users_with_schedule": f"'{store.FIRST}', 101",
+    args = {"users_page": f"'{store.FIRST}', 101",
             "users_page_needs": f"'{store.FIRST}', 101",
             "delete_user": f"'{small}', '{NOW.isoformat()}'"}.get(name, f"'{small}'")
     async with pool.acquire() as conn, conn.transaction():

@@ -196,7 +196,7 @@ async def statements(conn: asyncpg.Connection) -> list[Statement]:
         Statement("delete_user", (one, now), "DELETE /user/{id}: user and 2 greetings"),
         Statement("queued_count", (), "the tick's backpressure count"),
         Statement("user_with_schedule", (one,), "GET /user/{id} with its schedule"),
-        Statement("users_with_schedule", (middle, 101), "a GET /users page with schedules"),
+        Statement("users_page", (middle, 101), "a GET /users page with schedules"),
     ] if st.name in store.Q]
 
 
