@@ -253,7 +253,9 @@ def page_params(request: web.Request, errors: dict[str, str]) -> tuple[int, uuid
 
 
 # -- views --------------------------------------------------------------------
-# They keep dates and instants as they are: json_response writes them.
+# They keep dates and instants as they are: json_response writes them.  The
+# reads of users (GET /user/{id}, GET /users) get the same text for user_view
+# from PostgreSQL instead (json_text_response).
 
 
 def schedule_of(user: store.Row) -> list[dict[str, Any]]:

@@ -38,7 +38,8 @@ FROM u;
 SELECT json FROM users_as_json WHERE id = $1 AND deleted_at IS NULL;
 
 -- name: user_with_schedule
--- GET /user/{id} in one statement (the view: migrations 0004 and 0008).
+-- The answer to a PUT /user/{id} that moved greetings, read in its
+-- transaction (the view: migrations 0004 and 0008).
 SELECT * FROM users_with_schedule WHERE id = $1 AND deleted_at IS NULL;
 
 -- name: users_page

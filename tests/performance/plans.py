@@ -195,7 +195,8 @@ async def statements(conn: asyncpg.Connection) -> list[Statement]:
                   "a PUT moving both occasions"),
         Statement("delete_user", (one, now), "DELETE /user/{id}: user and 2 greetings"),
         Statement("queued_count", (), "the tick's backpressure count"),
-        Statement("user_with_schedule", (one,), "GET /user/{id} with its schedule"),
+        Statement("user_with_schedule", (one,), "PUT /user/{id}'s answer, with its schedule"),
+        Statement("user_json", (one,), "GET /user/{id} with its schedule, as JSON"),
         Statement("users_page", (middle, 101), "a GET /users page with schedules"),
     ] if st.name in store.Q]
 
