@@ -2,7 +2,7 @@
 -- PostgreSQL: the api passes it through instead of decoding rows of arrays
 -- and instants and encoding them again.  For a page of 100 that was three
 -- fifths of the CPU the page cost the api process (single-threaded); the
--- text costs PostgreSQL (whose backends run in parallel) less than half of
+-- text costs PostgreSQL (whose backends run in parallel) about half of
 -- that.  POST and PUT still answer with the api's own view (api.user_view,
 -- written by orjson) of the rows they wrote.
 --
