@@ -33,12 +33,12 @@ from birthdayd.config import ROLES, SchedulerConfig, Settings, WorkerConfig
 logger = logging.getLogger(__name__)
 
 # The cyclic garbage collector, once the process has started (settle_gc).
-# A page of GET /users builds some 1,500 containers (rows, their arrays, the
-# views' dicts and lists) that live until the answer is written, and 64
-# requests are in flight under load: at Python's default (a young
-# collection every 700 new containers, promoted ones examined again every
-# 10 of those) the collector kept re-walking the same in-flight pages and
-# took 12-14 % of the api process's samples.  Nearly all of it is freed by
+# Requests in flight hold containers until their answers are written (64 in
+# flight under load); a page of GET /users, when the api still built it from
+# rows (before migration 0009), held some 1,500.  At Python's default (a
+# young collection every 700 new containers, promoted ones examined again
+# every 10 of those) the collector kept re-walking the same in-flight pages
+# and took 12-14 % of the api process's samples.  Nearly all of it is freed by
 # reference counting; what forms cycles waits for the next collection, every
 # 50,000 allocations (peak RSS under make bench-api: 58-61 MiB either way).
 GC_THRESHOLDS = (50_000, 20, 20)
