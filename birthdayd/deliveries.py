@@ -176,11 +176,13 @@ class Deliveries:
         if isinstance(recipient, Recipient):  # claimed, and nobody will call: hand it back
             await self.release(delivery, max(delivery.due_at, self.clock.now()))
 
-    async def release(self, delivery: Delivery, due: dt.datetime) -> bool:
+    async def release(self, delivery: Delivery, due: dt.datetime, error: str | None = None
+                      ) -> bool:
         """Hand the row back, due at ``due``, without counting the attempt (no
-        call was made: breaker open, draining, or a caller gone)."""
+        call was made: breaker open, draining, or a caller gone; or the call
+        could not connect, ``error`` saying why)."""
         return await store.release(self.pool, delivery.id, delivery.attempt, due,
-                                   self.clock.now())
+                                   self.clock.now(), error)
 
     # -- after the call ---------------------------------------------------------
 

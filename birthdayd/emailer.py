@@ -18,6 +18,9 @@ class Result:
     error: str | None = None
     timed_out: bool = False
     """The provider may have accepted and answered too late (docs/ARCHITECTURE.md §5)."""
+    unreached: bool = False
+    """No connection to the provider could be made (refused, no route, no such
+    host): it cannot have received the request, so it was no attempt."""
 
 
 class Emailer:
@@ -51,6 +54,9 @@ class Emailer:
                 status = response.status
         except TimeoutError:
             return Result(retry.Outcome.RETRY, "timeout", timed_out=True)
+        except aiohttp.ClientConnectorError as e:  # before any byte of the request
+            return Result(retry.Outcome.RETRY, f"connection error: {e.__class__.__name__}: {e}",
+                          unreached=True)
         except aiohttp.ClientError as e:
             return Result(retry.Outcome.RETRY, f"connection error: {e.__class__.__name__}: {e}")
         finally:

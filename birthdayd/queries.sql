@@ -325,11 +325,12 @@ WHERE m.id = ANY($1::uuid[]) AND m.id = asked.id
 RETURNING m.id, m.status, t.first_name, t.last_name, t.email;
 
 -- name: release
--- Handed back without a provider call (breaker open, or sent too early):
--- the attempt does not count.
+-- Handed back without a provider call (breaker open, or sent too early), or
+-- after a call that could not connect ($5 says why; else the last error
+-- stays): the attempt does not count.
 UPDATE messages
 SET status = 'retrying', due_at = $3, attempts = attempts - 1, lease_until = NULL,
-    updated_at = $4
+    last_error = coalesce($5::text, last_error), called_at = NULL, updated_at = $4
 WHERE id = $1 AND status = 'sending' AND attempts = $2;
 
 -- name: finish

@@ -121,6 +121,15 @@ class Breaker:
         if calls >= self.min_calls and self._failures * 100 >= self.threshold_pct * calls:
             self._open(now_s)
 
+    def trip(self, now_s: float) -> None:
+        """The provider could not be reached at all: that needs no rate to judge,
+        so the breaker opens at once (a half-open probe that could not connect
+        reopens it).  While it is open greetings wait without spending attempts,
+        however few of them there are to make up a rate."""
+        if self.state is not BreakerState.OPEN:
+            self._probing = False
+            self._open(now_s)
+
     def _open(self, now_s: float) -> None:
         self.state = BreakerState.OPEN
         self.opened_at = now_s

@@ -296,8 +296,9 @@ async def claim_calls(db: Executor, calls: list[tuple[uuid.UUID, int]], now: dt.
 
 
 async def release(db: Executor, message_id: uuid.UUID, attempt: int, due_at: dt.datetime,
-                  now: dt.datetime) -> bool:
-    return await db.execute(Q["release"], message_id, attempt, due_at, now) == "UPDATE 1"
+                  now: dt.datetime, error: str | None = None) -> bool:
+    return await db.execute(Q["release"], message_id, attempt, due_at, now,
+                            error) == "UPDATE 1"
 
 
 async def finish(db: Executor, message_id: uuid.UUID, attempt: int, status: Status,

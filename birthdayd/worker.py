@@ -202,6 +202,19 @@ class Worker:
                                                        recipient.last_name)
         result = await self.emailer.send(recipient.email, text, d.id)
         called()
+        if result.unreached:
+            # No connection to the provider: it cannot have received the
+            # greeting, so the attempt does not count.  The breaker opens, and
+            # the greeting waits for its probe with the others (deferred):
+            # however long the provider is away, it is sent when it is back,
+            # up to MAX_LATENESS late.
+            self.breaker.trip(self._loop.time())
+            now = self.clock.now()
+            due = now + dt.timedelta(seconds=self.breaker.retry_in_s(self._loop.time()))
+            await asyncio.shield(self.deliveries.release(d, due, result.error))
+            metrics.MESSAGES.labels(d.occasion, "deferred").inc()
+            self._retry_later(d.id, due, now)
+            return
         self.breaker.record(self._loop.time(), result.outcome is not retry.Outcome.RETRY)
         await asyncio.shield(self._record(d, result))
 

@@ -9,6 +9,7 @@ import asyncio
 import collections
 import dataclasses
 import datetime as dt
+import socket
 import uuid
 from typing import Any
 
@@ -423,6 +424,62 @@ async def test_breaker_opens_defers_without_counting_attempts_then_probes_and_re
     for message_id in ids:
         row = await p.row(message_id)
         assert row["attempts"] == len(p.recorder.for_key(message_id))
+
+
+def _unreachable_url() -> str:
+    """A provider URL on a loopback port where nothing listens (connection refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/send-email"
+
+
+async def test_a_provider_that_cannot_be_reached_costs_no_attempt_and_gets_it_when_back(
+    make_pipeline: MakePipeline, manual_clock: clock_mod.ManualClock
+) -> None:
+    """The provider down for a single greeting (far below the breaker's rate):
+    with QUEUE_MAX_RETRIES 0 one counted attempt would fail it, yet it waits,
+    probe after probe, and is sent once the provider is back."""
+    provider = _provider()
+    breaker = retry.Breaker(threshold_pct=50, reset_s=30.0, window_s=10.0, min_calls=10)
+    p = await make_pipeline(provider=provider, breaker=breaker,
+                            config=dataclasses.replace(FAST, max_retries=0))
+    reachable = p.emailer.url
+    p.emailer.url = _unreachable_url()
+    message_id = await _ada_due(p, manual_clock)
+    now = ADA_SEND_AT
+    manual_clock.set(now)
+    assert await p.scheduler.tick(now) == 1
+
+    for _probe in range(3):  # the first call, then two probes, none connecting
+        await eventually(lambda: _state(breaker) is BreakerState.OPEN)
+        row = await p.wait_status(message_id, "retrying")
+        assert row["attempts"] == 0
+        assert row["last_error"].startswith("connection error: ClientConnectorError")
+        # due when the breaker probes again (its reset timeout, less the moments since)
+        assert now + dt.timedelta(seconds=29) < row["due_at"] <= now + dt.timedelta(seconds=30)
+        assert row["called_at"] is None
+        breaker.opened_at -= breaker.reset_s  # the breaker's reset timeout passes
+        now += dt.timedelta(seconds=31)
+        manual_clock.set(now)
+        assert await p.scheduler.tick(now) == 1
+        await eventually(lambda: _state(breaker) is not BreakerState.HALF_OPEN)
+    assert p.recorder.calls == []
+
+    # The last tick's probe is still unanswered; the provider comes back.
+    await p.wait_status(message_id, "retrying")
+    p.emailer.url = reachable
+    breaker.opened_at -= breaker.reset_s
+    now += dt.timedelta(seconds=31)
+    manual_clock.set(now)
+    assert await p.scheduler.tick(now) == 1
+    sent = await p.wait_status(message_id, "sent")
+    await p.settle()
+    assert sent["attempts"] == 1
+    assert provider.by_key == {str(message_id): 1}
+    assert _state(breaker) is BreakerState.CLOSED
+    assert [c.body["message"] for c in p.recorder.calls] == [BIRTHDAY_TEXT]
+    await _assert_next_year_planned(p, message_id)
 
 
 # -- redelivery -------------------------------------------------------------------

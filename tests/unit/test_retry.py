@@ -324,6 +324,32 @@ def test_breaker_probe_failure_reopens_for_another_reset_timeout() -> None:
     assert _state(b) is BreakerState.HALF_OPEN
 
 
+def test_breaker_trip_opens_at_once_with_a_single_call() -> None:
+    """A provider that cannot be reached needs no rate: one call opens it."""
+    b = _breaker()
+    assert b.allow(5.0)
+    b.trip(5.0)
+    assert _state(b) is BreakerState.OPEN
+    assert b.opened_at == 5.0
+    assert not b.allow(34.9)
+    assert b.retry_in_s(20.0) == 15.0
+    assert b.allow(35.0)  # the probe
+    assert _state(b) is BreakerState.HALF_OPEN
+
+
+def test_breaker_trip_of_a_probe_reopens_and_a_second_trip_keeps_the_opening() -> None:
+    b = _opened(100.0)
+    assert b.allow(130.0)  # the probe cannot connect either
+    b.trip(130.5)
+    assert _state(b) is BreakerState.OPEN
+    assert b.opened_at == 130.5
+    b.trip(140.0)  # another call that was already out: the period is not extended
+    assert b.opened_at == 130.5
+    assert b.allow(160.5)
+    b.record(161.0, True)
+    assert _state(b) is BreakerState.CLOSED
+
+
 def test_breaker_stale_probe_does_not_wedge_it() -> None:
     """A probe that never reports back: after reset_s another probe may go, one at a time."""
     b = _opened(100.0)
