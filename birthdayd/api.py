@@ -178,7 +178,7 @@ def outer_middleware(http: metrics.Http) -> Any:
 
 
 def auth_middleware(token: str | None) -> Any:
-    expected = f"Bearer {token}".encode() if token else None
+    expected = token.encode() if token else None
 
     @web.middleware
     async def middleware(
@@ -187,9 +187,11 @@ def auth_middleware(token: str | None) -> Any:
         path = request.path
         protected = path.startswith(("/user", "/messages"))
         if expected is not None and protected:
+            # "Bearer", in any case (RFC 9110 §11.1), one or more spaces, the token.
+            scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
             # aiohttp decodes header bytes with surrogateescape; keep them as sent.
-            given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
-            if not hmac.compare_digest(given, expected):
+            given = credentials.lstrip(" ").encode("utf-8", "surrogateescape")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given, expected):
                 raise ApiError(401, "unauthorized", "A valid bearer token is required.",
                                headers={"WWW-Authenticate": "Bearer"})
         return await handler(request)
@@ -206,7 +208,10 @@ async def read_json(request: web.Request) -> Any:
         if mime != "application/json" and not mime.endswith("+json"):
             raise ApiError(415, "unsupported_media_type",
                            "Send the body as application/json.")
-    raw = await request.read()  # enforces client_max_size (413), chunked or not
+    try:
+        raw = await request.read()  # enforces client_max_size (413), chunked or not
+    except web.RequestPayloadError:  # e.g. Content-Encoding: gzip on what is not gzip
+        raise _invalid({"body": "could not be decoded as its Content-Encoding says"}) from None
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:

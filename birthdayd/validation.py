@@ -103,6 +103,10 @@ def _location(value: Any) -> tuple[str | None, str | None]:
     return value, None
 
 
+LATEST_ZONE = "Etc/GMT-14"
+"""UTC+14 (Kiritimati's offset): no zone's date is later than its date."""
+
+
 def validate_user(
     body: Any, now: dt.datetime, current: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], dict[str, str]]:
@@ -144,10 +148,19 @@ def validate_user(
         else:
             values[USER_FIELDS[key]] = value
     if "location" not in errors and values.get("location"):
-        today = calendar_rules.local_today(now, zoneinfo.ZoneInfo(values["location"]))
+        zone = values["location"]
+    elif "location" in errors:
+        # No zone to judge by: a date after today in the zone that is furthest
+        # ahead (UTC+14) is in the future in every zone, so it is reported too.
+        zone = LATEST_ZONE
+    else:
+        zone = None  # a POST without location: "is required" says it
+    if zone is not None:
+        today = calendar_rules.local_today(now, zoneinfo.ZoneInfo(zone))
         for key in ("birthday", "anniversary"):
             day = values.get(USER_FIELDS[key])
             if key not in errors and day is not None and day > today:
-                zone = values["location"]
-                errors[key] = f"must not be in the future (today is {today} in {zone})"
+                errors[key] = ("must not be in the future (no zone's date is later than "
+                               f"{today})" if zone == LATEST_ZONE else
+                               f"must not be in the future (today is {today} in {zone})")
     return values, errors

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gzip
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -372,6 +373,35 @@ async def test_a_body_over_64_kib_is_413_and_writes_nothing(
     error = error_of(await response.json())
     assert error["code"] == "payload_too_large"
     assert await count_rows(pool) == before
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT"])
+async def test_a_body_that_is_not_what_its_content_encoding_says_is_400_and_writes_nothing(
+    client: TestClient[Any, Any], pool: asyncpg.Pool, method: str
+) -> None:
+    user = await create(client)
+    before = await count_rows(pool)
+    row_before = await user_row(pool, user["id"])
+    body = orjson.dumps({"firstName": "Bo", "lastName": "Lee", "email": "bo@example.com",
+                         "birthday": "1990-01-15", "location": "UTC"})
+    path = "/user" if method == "POST" else f"/user/{user['id']}"
+    response = await client.request(method, path, data=body,
+                                    headers={**JSON, "Content-Encoding": "gzip"})
+    assert response.status == 400
+    error = error_of(await response.json())
+    assert error["code"] == "validation_error"
+    assert set(error["fields"]) == {"body"}
+    assert await count_rows(pool) == before
+    assert await user_row(pool, user["id"]) == row_before
+
+
+async def test_a_gzip_encoded_body_is_decoded(client: TestClient[Any, Any]) -> None:
+    body = gzip.compress(orjson.dumps({"firstName": "Bo", "lastName": "Lee",
+                                       "email": "bo@example.com", "birthday": "1990-01-15",
+                                       "location": "UTC"}))
+    response = await client.post("/user", data=body, headers={**JSON, "Content-Encoding": "gzip"})
+    assert response.status == 201, await response.text()
+    assert (await response.json())["firstName"] == "Bo"
 
 
 async def test_a_small_chunked_body_is_accepted(client: TestClient[Any, Any]) -> None:

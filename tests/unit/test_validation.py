@@ -216,6 +216,18 @@ def test_a_bad_location_is_reported_alone_when_the_dates_are_fine() -> None:
         "location": errors_of({**BODY, "location": "Mars/Olympus"})["location"]}
 
 
+@pytest.mark.parametrize("field", ["birthday", "anniversary"])
+def test_with_a_bad_location_a_date_in_the_future_everywhere_is_reported_too(field: str) -> None:
+    """At NOW (12:00Z on 15 January) UTC+14 is already on the 16th: the 16th may be
+    today in the user's zone, whatever it is meant to be; the 17th is nowhere yet."""
+    bad = {**BODY, "location": "Mars/Olympus"}
+    assert set(errors_of({**bad, field: "2027-01-16"})) == {"location"}
+    errors = errors_of({**bad, field: "2027-01-17"})
+    assert set(errors) == {"location", field}
+    assert errors[field] == ("must not be in the future (no zone's date is later than "
+                             "2027-01-16)")
+
+
 # -- zones ----------------------------------------------------------------------------------
 
 
