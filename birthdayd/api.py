@@ -14,7 +14,7 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -448,6 +448,33 @@ API_ROUTES: tuple[tuple[str, str, Handler, int], ...] = (
     ("POST", "/messages/{id}/retry", retry_message, 202),
     ("GET", "/openapi.json", openapi_json, 200),
 )
+
+
+def create_starting_app(check_names: Sequence[str], registry: CollectorRegistry
+                        ) -> web.Application:
+    """What a process serves until PostgreSQL first answers (the runtime waits
+    for it as long as it takes): /health 200, for the process is alive and
+    will go on by itself; /ready 503 with each of ``check_names``
+    unavailable; /metrics; any other route a 503 with Retry-After, as when
+    PostgreSQL goes away later."""
+
+    async def ready_starting(request: web.Request) -> web.Response:
+        return json_response({"status": "unavailable",
+                              "checks": dict.fromkeys(check_names, "unavailable")}, 503)
+
+    async def starting(request: web.Request) -> web.Response:
+        raise ApiError(503, "unavailable", "Starting: PostgreSQL is not reachable yet; "
+                       "try again.", headers={"Retry-After": "5"})
+
+    http = metrics.Http()
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[outer_middleware(http)])
+    app[REGISTRY] = registry
+    app[REGISTRY].register(http)
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready_starting)
+    app.router.add_get("/metrics", metrics_text)
+    app.router.add_route("*", "/{tail:.*}", starting)
+    return app
 
 
 def create_app(deps: Deps) -> web.Application:

@@ -44,6 +44,9 @@ logger = logging.getLogger(__name__)
 GC_THRESHOLDS = (50_000, 20, 20)
 EXIT_OK = 0
 EXIT_TASK_DIED = 1
+STARTING_GRACE_S = 1.0
+"""How long PostgreSQL may take to answer at start before the port serves
+the starting app (api.create_starting_app) meanwhile."""
 
 
 class SchemaNotReady(BirthdaydError):
@@ -142,7 +145,7 @@ async def run(settings: Settings, roles: Sequence[str]) -> int:
     the_clock = make_clock(settings)
     supervisor = Supervisor(stop)
 
-    pool = await open_pool(settings, stop)
+    pool = await _open_pool_serving_meanwhile(settings, roles, stop)
     if pool is None:
         return EXIT_OK
     async with contextlib.AsyncExitStack() as stack:
@@ -225,7 +228,7 @@ def _scheduler_readings(pool: asyncpg.Pool, broker: broker_mod.Broker,
     return metrics.Readings(backlog, depth, (("main", names.queue), ("dead", names.dead_queue)))
 
 
-async def _cancelled(task: asyncio.Task[None]) -> None:
+async def _cancelled(task: asyncio.Future[Any]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
@@ -259,16 +262,59 @@ async def _serve_http(settings: Settings, roles: Sequence[str], pool: asyncpg.Po
     async def publishing() -> bool:
         return broker.can_publish
 
-    # /ready reports each role's own work, beside the two servers every role needs.
-    checks = {"postgresql": db_ready, "rabbitmq": broker.check}
-    if "worker" in roles:
-        checks["consuming"] = consuming
-    if "scheduler" in roles:
-        checks["publishing"] = publishing
+    every = {"postgresql": db_ready, "rabbitmq": broker.check, "consuming": consuming,
+             "publishing": publishing}
+    checks = {name: every[name] for name in ready_check_names(roles)}
     deps = api.Deps(pool=pool, clock=the_clock, send_hour=settings.send_hour,
                     api_token=settings.api_token, ready_checks=checks,
                     serve_api="api" in roles, registry=registry)
-    runner = web.AppRunner(api.create_app(deps), access_log=None)
+    runner = await _listen(settings, api.create_app(deps))
+    logger.info("listening on %s:%d (roles: %s)", settings.host, settings.port,
+                ",".join(roles), extra={"event": "started", "roles": list(roles)})
+    return runner
+
+
+def ready_check_names(roles: Sequence[str]) -> list[str]:
+    """What /ready reports: each role's own work, beside the two servers every
+    role needs."""
+    return (["postgresql", "rabbitmq"] + (["consuming"] if "worker" in roles else [])
+            + (["publishing"] if "scheduler" in roles else []))
+
+
+async def _open_pool_serving_meanwhile(settings: Settings, roles: Sequence[str],
+                                       stop: asyncio.Event) -> asyncpg.Pool | None:
+    """open_pool; if PostgreSQL has not answered within STARTING_GRACE_S, the
+    port says meanwhile that the process is alive (/health) and not ready
+    (/ready): a supervisor's probes see a process that waits, not one that
+    hangs.  Given up to the real server once the pool is open.  The grace
+    keeps the usual start as it was: when /health first answers, the API
+    does too."""
+    connecting = asyncio.ensure_future(open_pool(settings, stop))
+    done, _ = await asyncio.wait({connecting}, timeout=STARTING_GRACE_S)
+    if not done:
+        try:
+            starting = await _serve_starting(settings, roles)
+        except BaseException:
+            await _cancelled(connecting)
+            raise
+        try:
+            await connecting
+        finally:
+            await starting.cleanup()
+    return connecting.result()
+
+
+async def _serve_starting(settings: Settings, roles: Sequence[str]) -> web.AppRunner:
+    """The port while PostgreSQL is awaited (api.create_starting_app)."""
+    app = api.create_starting_app(ready_check_names(roles), metrics.registry(roles))
+    runner = await _listen(settings, app)
+    logger.info("listening on %s:%d, waiting for PostgreSQL", settings.host, settings.port,
+                extra={"event": "starting"})
+    return runner
+
+
+async def _listen(settings: Settings, app: web.Application) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, settings.host, settings.port,
@@ -276,8 +322,6 @@ async def _serve_http(settings: Settings, roles: Sequence[str], pool: asyncpg.Po
     except BaseException:
         await runner.cleanup()
         raise
-    logger.info("listening on %s:%d (roles: %s)", settings.host, settings.port,
-                ",".join(roles), extra={"event": "started", "roles": list(roles)})
     return runner
 
 

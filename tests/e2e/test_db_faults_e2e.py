@@ -302,3 +302,56 @@ async def test_sigterm_mid_tick_hands_back_what_it_claimed_and_did_not_publish(
         f"exited: {counts}, queue depth {depth}")
     assert_each_once(seen["stats"], n)
     await assert_healthy(procs)
+
+
+# -- 4. Started while PostgreSQL is down ------------------------------------------
+
+
+async def test_started_while_postgres_is_down_it_is_alive_not_ready_then_serves_once_it_is_up(
+    tmp_path: Path, queue_name: str, private_pg: PrivatePostgres
+) -> None:
+    """While it waits for PostgreSQL at start the process answers /health (alive)
+    and /ready 503, and every other route a 503 JSON error with Retry-After;
+    once PostgreSQL is up it becomes ready and serves the API on the same port."""
+    url = private_pg.url("birthday_e2e")
+    env = {**os.environ, "DATABASE_URL": url, "RABBITMQ_URL": RABBITMQ_URL,
+           "QUEUE_NAME": queue_name, "LOG_FORMAT": "text"}
+    made = subprocess.run([BIRTHDAYD, "migrate", "--create-db"], env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert made.returncode == 0, made.stdout + made.stderr
+    private_pg.stop("fast")
+    port = free_port()
+    proc = Proc("api", ["run", "--role", "api"], {**env, "PORT": str(port)},
+                tmp_path / "api.log", port).start()
+    user = {"firstName": "Ada", "lastName": "Lovelace", "email": "ada@example.com",
+            "birthday": "1990-01-15", "location": "Australia/Melbourne"}
+    try:
+        await proc.wait_http("/health")
+        async with aiohttp.ClientSession() as session:
+            async with session.get(proc.url + "/ready") as r:
+                assert r.status == 503
+                assert await r.json() == {"status": "unavailable", "checks": {
+                    "postgresql": "unavailable", "rabbitmq": "unavailable"}}
+            async with session.post(proc.url + "/user", json=user) as r:
+                assert r.status == 503
+                assert r.headers["Retry-After"] == "5"
+                assert (await r.json())["error"]["code"] == "unavailable"
+            async with session.get(proc.url + "/metrics") as r:
+                assert r.status == 200
+            assert proc.popen is not None and proc.popen.poll() is None
+
+            private_pg.start()
+
+            async def ready() -> bool:
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(proc.url + "/ready") as r:
+                        return r.status == 200
+                return False
+
+            await eventually(ready, 30, "ready once PostgreSQL is up", logs=proc.output)
+            async with session.post(proc.url + "/user", json=user) as r:
+                assert r.status == 201, await r.text()
+        proc.signal(signal.SIGTERM)
+        assert await proc.wait_exit(15) == 0
+    finally:
+        proc.stop_now()
