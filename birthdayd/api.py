@@ -219,12 +219,12 @@ async def read_json(request: web.Request) -> Any:
 
 
 def path_id(request: web.Request, what: str) -> uuid.UUID:
-    """An id in the path; one that is not a uuid names nothing, hence 404."""
+    """An id in the path; one that is not a uuid in its usual form (as the
+    query's: _UUID_TEXT) names nothing, hence 404."""
     text = request.match_info["id"]
-    try:
-        return uuid.UUID(text)
-    except ValueError:
-        raise ApiError(404, "not_found", f"No {what} with id {text!r}.") from None
+    if not _UUID_TEXT.fullmatch(text):
+        raise ApiError(404, "not_found", f"No {what} with id {text!r}.")
+    return uuid.UUID(text)
 
 
 # The form OpenAPI's `format: uuid` allows (RFC 9562): 8-4-4-4-12 hex digits, either

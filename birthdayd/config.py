@@ -235,6 +235,9 @@ class SchedulerConfig:
                    stop_grace_s=s.shutdown_grace_s)
 
 
+# The levels operators of the Node service (pino) know, as Python's.
+LOG_LEVEL_ALIASES = {"trace": "debug", "warn": "warning", "fatal": "critical"}
+
 OPTIONS = (
     _Option("database_url", "--database-url", "DATABASE_URL", Url("postgresql", "postgres"),
             "PostgreSQL URL."),
@@ -280,8 +283,9 @@ OPTIONS = (
     _Option("api_token", "--api-token", "API_TOKEN", str,
             "When set, /user* and /messages* need 'Authorization: Bearer <token>'."),
     _Option("log_level", "--log-level", "LOG_LEVEL",
-            click.Choice(["debug", "info", "warning", "error", "critical"], case_sensitive=False),
-            "Log level."),
+            click.Choice(["debug", "info", "warning", "error", "critical", *LOG_LEVEL_ALIASES],
+                         case_sensitive=False),
+            "Log level (also the Node service's trace, warn and fatal)."),
     _Option("log_format", "--log-format", "LOG_FORMAT",
             click.Choice(["json", "text"], case_sensitive=False), "Log format on stdout."),
     _Option("shutdown_grace_s", "--shutdown-grace", "SHUTDOWN_GRACE",
@@ -348,7 +352,8 @@ def settings_from(params: dict[str, Any]) -> Settings:
     known = {f.name for f in dataclasses.fields(Settings)}
     values = {k: v for k, v in params.items() if k in known}
     if "log_level" in values:
-        values["log_level"] = values["log_level"].lower()
+        level = values["log_level"].lower()
+        values["log_level"] = LOG_LEVEL_ALIASES.get(level, level)
     if "log_format" in values:
         values["log_format"] = values["log_format"].lower()
     if values.get("api_token") == "":

@@ -479,6 +479,28 @@ async def test_put_get_delete_with_a_non_uuid_id_is_404(
     assert await count_rows(pool) == before
 
 
+async def test_a_user_id_is_read_in_its_usual_form_only_either_case(
+    client: TestClient[Any, Any], pool: asyncpg.Pool
+) -> None:
+    """The path takes the id as the query parameters do (8-4-4-4-12 hex digits):
+    the other forms uuid.UUID() would read (no hyphens, braces, a URN) are 404."""
+    user = await create(client)
+    text = user["id"]
+    response = await client.get(f"/user/{text.upper()}")
+    assert response.status == 200
+    assert (await response.json())["id"] == text
+    before = await count_rows(pool)
+    for other in (text.replace("-", ""), "{" + text + "}", f"urn:uuid:{text}"):
+        for response in (await client.get(f"/user/{other}"),
+                         await client.put(f"/user/{other}", json={"firstName": "X"}),
+                         await client.delete(f"/user/{other}"),
+                         await client.post(f"/messages/{other}/retry")):
+            assert response.status == 404, other
+            assert error_of(await response.json())["code"] == "not_found"
+    assert await count_rows(pool) == before
+    assert (await client.get(f"/user/{text}")).status == 200
+
+
 async def test_put_to_a_missing_user_is_404_and_writes_nothing(
     client: TestClient[Any, Any], pool: asyncpg.Pool
 ) -> None:

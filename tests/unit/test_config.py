@@ -193,6 +193,17 @@ def test_the_help_defaults_are_the_settings_defaults(
 # -- values that parse -------------------------------------------------------------
 
 
+@pytest.mark.parametrize(("given", "level"), [("trace", "debug"), ("WARN", "warning"),
+                                               ("fatal", "critical"), ("warning", "warning")])
+def test_the_node_services_log_levels_are_taken_as_pythons(
+    started: list[tuple[config.Settings, list[str]]], given: str, level: str
+) -> None:
+    result = CliRunner().invoke(cli.cli, ["run"], env=runner_env(LOG_LEVEL=given))
+    assert result.exit_code == STUB_EXIT, result.output
+    [(settings, _)] = started
+    assert settings.log_level == level
+
+
 def test_environment_variables_set_the_settings(
     started: list[tuple[config.Settings, list[str]]],
 ) -> None:
