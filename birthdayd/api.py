@@ -466,8 +466,18 @@ def create_starting_app(check_names: Sequence[str], registry: CollectorRegistry
         raise ApiError(503, "unavailable", "Starting: PostgreSQL is not reachable yet; "
                        "try again.", headers={"Retry-After": "5"})
 
+    @web.middleware
+    async def close_after(request: web.Request, handler: Handler) -> web.StreamResponse:
+        # Each answer closes its connection, so the next request connects
+        # again and finds the real app once it has the port; no lingering
+        # reads of unread bodies hold the hand-over up.
+        response = await handler(request)
+        response.force_close()
+        return response
+
     http = metrics.Http()
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[outer_middleware(http)])
+    app = web.Application(client_max_size=MAX_BODY, handler_args={"lingering_time": 0.0},
+                          middlewares=[close_after, outer_middleware(http)])
     app[REGISTRY] = registry
     app[REGISTRY].register(http)
     app.router.add_get("/health", health)

@@ -176,13 +176,22 @@ class Deliveries:
         if isinstance(recipient, Recipient):  # claimed, and nobody will call: hand it back
             await self.release(delivery, max(delivery.due_at, self.clock.now()))
 
-    async def release(self, delivery: Delivery, due: dt.datetime, error: str | None = None
-                      ) -> bool:
+    async def release(self, delivery: Delivery, due: dt.datetime) -> bool:
         """Hand the row back, due at ``due``, without counting the attempt (no
-        call was made: breaker open, draining, or a caller gone; or the call
-        could not connect, ``error`` saying why)."""
+        call was made: breaker open, draining, or a caller gone)."""
         return await store.release(self.pool, delivery.id, delivery.attempt, due,
-                                   self.clock.now(), error)
+                                   self.clock.now())
+
+    async def record_unreached(self, delivery: Delivery, error: str | None, due: dt.datetime
+                               ) -> bool:
+        """The call could not connect: hand the row back like release, with
+        ``error``, retried while PostgreSQL is away like every record of a
+        call (the delivery is acked by then; the guard on the attempt makes a
+        late retry a no-op)."""
+        now = self.clock.now()
+        return await self._persist(
+            lambda: store.release(self.pool, delivery.id, delivery.attempt, due, now, error),
+            "recording an unreached provider")
 
     # -- after the call ---------------------------------------------------------
 

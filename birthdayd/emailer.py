@@ -11,6 +11,8 @@ import orjson
 
 from birthdayd import metrics, retry
 
+CONNECT_TIMEOUT_S = 5.0
+
 
 @dataclasses.dataclass(frozen=True)
 class Result:
@@ -24,9 +26,13 @@ class Result:
 
 
 class Emailer:
-    def __init__(self, url: str, timeout_ms: int, concurrency: int) -> None:
+    def __init__(self, url: str, timeout_ms: int, concurrency: int,
+                 connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
         self.url = url
-        self._timeout = aiohttp.ClientTimeout(total=timeout_ms / 1000)
+        # A connection that is not made within connect_timeout_s (a host that
+        # drops packets) is no attempt either: nothing was sent (Result.unreached).
+        self._timeout = aiohttp.ClientTimeout(total=timeout_ms / 1000,
+                                              sock_connect=connect_timeout_s)
         self._concurrency = concurrency
         self._session: aiohttp.ClientSession | None = None
 
@@ -49,14 +55,20 @@ class Emailer:
                 data=orjson.dumps({"email": email, "message": message}),
                 headers={"Content-Type": "application/json", "Idempotency-Key": str(key)},
                 timeout=self._timeout,
+                # Not followed: a connection error on a second hop would look
+                # like a request that never left, after the first had arrived.
+                # A 3xx is an answer like any other 4xx: permanent.
+                allow_redirects=False,
             ) as response:
                 body = await response.read()
                 status = response.status
-        except TimeoutError:
-            return Result(retry.Outcome.RETRY, "timeout", timed_out=True)
-        except aiohttp.ClientConnectorError as e:  # before any byte of the request
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as e:
+            # Raised only while connecting (aiohttp's connector), before any byte
+            # of the request: it cannot have reached the provider.
             return Result(retry.Outcome.RETRY, f"connection error: {e.__class__.__name__}: {e}",
                           unreached=True)
+        except TimeoutError:
+            return Result(retry.Outcome.RETRY, "timeout", timed_out=True)
         except aiohttp.ClientError as e:
             return Result(retry.Outcome.RETRY, f"connection error: {e.__class__.__name__}: {e}")
         finally:

@@ -126,7 +126,7 @@ class Breaker:
         so the breaker opens at once (a half-open probe that could not connect
         reopens it).  While it is open greetings wait without spending attempts,
         however few of them there are to make up a rate."""
-        if self.state is not BreakerState.OPEN:
+        if not self.is_open(now_s):  # closed, half-open, or open with its period over
             self._probing = False
             self._open(now_s)
 

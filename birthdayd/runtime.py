@@ -291,30 +291,33 @@ async def _open_pool_serving_meanwhile(settings: Settings, roles: Sequence[str],
     does too."""
     connecting = asyncio.ensure_future(open_pool(settings, stop))
     done, _ = await asyncio.wait({connecting}, timeout=STARTING_GRACE_S)
-    if not done:
-        try:
-            starting = await _serve_starting(settings, roles)
-        except BaseException:
-            await _cancelled(connecting)
-            raise
-        try:
-            await connecting
-        finally:
-            await starting.cleanup()
-    return connecting.result()
+    # Not beside other processes on a shared port (HTTP_REUSE_PORT): the
+    # kernel would hand it their share of the traffic, to be answered 503.
+    if done or settings.reuse_port:
+        return await connecting
+    try:
+        starting = await _serve_starting(settings, roles)
+    except BaseException:
+        await _cancelled(connecting)
+        raise
+    try:
+        return await connecting
+    finally:
+        await starting.cleanup()
 
 
 async def _serve_starting(settings: Settings, roles: Sequence[str]) -> web.AppRunner:
     """The port while PostgreSQL is awaited (api.create_starting_app)."""
     app = api.create_starting_app(ready_check_names(roles), metrics.registry(roles))
-    runner = await _listen(settings, app)
+    runner = await _listen(settings, app, shutdown_timeout=1.0)
     logger.info("listening on %s:%d, waiting for PostgreSQL", settings.host, settings.port,
                 extra={"event": "starting"})
     return runner
 
 
-async def _listen(settings: Settings, app: web.Application) -> web.AppRunner:
-    runner = web.AppRunner(app, access_log=None)
+async def _listen(settings: Settings, app: web.Application, shutdown_timeout: float = 60.0
+                  ) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     try:
         await web.TCPSite(runner, settings.host, settings.port,

@@ -211,7 +211,7 @@ class Worker:
             self.breaker.trip(self._loop.time())
             now = self.clock.now()
             due = now + dt.timedelta(seconds=self.breaker.retry_in_s(self._loop.time()))
-            await asyncio.shield(self.deliveries.release(d, due, result.error))
+            await asyncio.shield(self.deliveries.record_unreached(d, result.error, due))
             metrics.MESSAGES.labels(d.occasion, "deferred").inc()
             self._retry_later(d.id, due, now)
             return

@@ -15,6 +15,7 @@ import contextlib
 import datetime as dt
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -351,6 +352,33 @@ async def test_started_while_postgres_is_down_it_is_alive_not_ready_then_serves_
             await eventually(ready, 30, "ready once PostgreSQL is up", logs=proc.output)
             async with session.post(proc.url + "/user", json=user) as r:
                 assert r.status == 201, await r.text()
+        proc.signal(signal.SIGTERM)
+        assert await proc.wait_exit(15) == 0
+    finally:
+        proc.stop_now()
+
+
+async def test_with_reuse_port_a_process_waiting_for_postgres_takes_no_share_of_the_port(
+    tmp_path: Path, queue_name: str
+) -> None:
+    """Beside other processes on a shared port the starting answers would be
+    handed a share of their traffic: with HTTP_REUSE_PORT nothing listens until
+    PostgreSQL answers."""
+    with socket.socket() as s:  # a PostgreSQL port where nothing listens
+        s.bind(("127.0.0.1", 0))
+        nowhere = s.getsockname()[1]
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{nowhere}/x",
+           "RABBITMQ_URL": RABBITMQ_URL, "QUEUE_NAME": queue_name, "LOG_FORMAT": "text",
+           "PORT": str(port), "HTTP_REUSE_PORT": "1"}
+    proc = Proc("api", ["run", "--role", "api"], env, tmp_path / "api.log", port).start()
+    try:
+        await asyncio.sleep(2.5)  # past the start's grace
+        assert proc.popen is not None and proc.popen.poll() is None
+        assert "retrying" in proc.output()  # it is waiting for PostgreSQL
+        with pytest.raises(aiohttp.ClientConnectionError):
+            async with aiohttp.ClientSession() as session, session.get(proc.url + "/health"):
+                pass
         proc.signal(signal.SIGTERM)
         assert await proc.wait_exit(15) == 0
     finally:

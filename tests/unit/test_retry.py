@@ -350,6 +350,16 @@ def test_breaker_trip_of_a_probe_reopens_and_a_second_trip_keeps_the_opening() -
     assert _state(b) is BreakerState.CLOSED
 
 
+def test_breaker_trip_after_the_open_period_ran_out_opens_it_anew() -> None:
+    """Open, its period over, no call asked since: a call that cannot connect
+    starts a new period (else the greeting would be due again at once)."""
+    b = _opened(100.0)
+    b.trip(135.0)
+    assert _state(b) is BreakerState.OPEN
+    assert b.opened_at == 135.0
+    assert b.retry_in_s(135.0) == 30.0
+
+
 def test_breaker_stale_probe_does_not_wedge_it() -> None:
     """A probe that never reports back: after reset_s another probe may go, one at a time."""
     b = _opened(100.0)
