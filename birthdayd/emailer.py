@@ -22,7 +22,8 @@ class Result:
     """The provider may have accepted and answered too late (docs/ARCHITECTURE.md §5)."""
     unreached: bool = False
     """No connection to the provider could be made (refused, no route, no such
-    host): it cannot have received the request, so it was no attempt."""
+    host, none within the connect timeout): it cannot have received the
+    request, so it was no attempt."""
 
 
 class Emailer:

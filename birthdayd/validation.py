@@ -150,11 +150,12 @@ def validate_user(
     if "location" not in errors and values.get("location"):
         zone = values["location"]
     elif "location" in errors:
-        # No zone to judge by: a date after today in the zone that is furthest
-        # ahead (UTC+14) is in the future in every zone, so it is reported too.
+        # No zone to judge by (a bad one, or none in a POST): a date after
+        # today in the zone that is furthest ahead (UTC+14) is in the future
+        # in every zone, so it is reported too.
         zone = LATEST_ZONE
     else:
-        zone = None  # a POST without location: "is required" says it
+        zone = None  # (every user has a location: not reached)
     if zone is not None:
         today = calendar_rules.local_today(now, zoneinfo.ZoneInfo(zone))
         for key in ("birthday", "anniversary"):
