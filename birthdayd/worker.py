@@ -16,7 +16,7 @@ import datetime as dt
 import logging
 import random
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 
 from aiormq.abc import DeliveredMessage
 
@@ -186,10 +186,7 @@ class Worker:
             metrics.MESSAGES.labels(d.occasion, "expired").inc()
             return
         if not self.breaker.allow(self._loop.time()):
-            due = now + dt.timedelta(seconds=self.breaker.retry_in_s(self._loop.time()))
-            await asyncio.shield(self.deliveries.release(d, due))
-            metrics.MESSAGES.labels(d.occasion, "deferred").inc()
-            self._retry_later(d.id, due, now)
+            await self._defer(d, lambda due: self.deliveries.release(d, due))
             return
         self._calling.add(task)  # from the claim until the answer is recorded
         recipient = await self.deliveries.claim_call(d)
@@ -209,14 +206,21 @@ class Worker:
             # however long the provider is away, it is sent when it is back,
             # up to MAX_LATENESS late.
             self.breaker.trip(self._loop.time())
-            now = self.clock.now()
-            due = now + dt.timedelta(seconds=self.breaker.retry_in_s(self._loop.time()))
-            await asyncio.shield(self.deliveries.record_unreached(d, result.error, due))
-            metrics.MESSAGES.labels(d.occasion, "deferred").inc()
-            self._retry_later(d.id, due, now)
+            await self._defer(
+                d, lambda due: self.deliveries.record_unreached(d, result.error, due))
             return
         self.breaker.record(self._loop.time(), result.outcome is not retry.Outcome.RETRY)
         await asyncio.shield(self._record(d, result))
+
+    async def _defer(self, d: Delivery,
+                     hand_back: Callable[[dt.datetime], Awaitable[bool]]) -> None:
+        """Hand the row back (``hand_back``, without spending an attempt), due
+        when the breaker may probe again."""
+        now = self.clock.now()
+        due = now + dt.timedelta(seconds=self.breaker.retry_in_s(self._loop.time()))
+        await asyncio.shield(hand_back(due))
+        metrics.MESSAGES.labels(d.occasion, "deferred").inc()
+        self._retry_later(d.id, due, now)
 
     async def _wait_until_due(self, d: Delivery, task: asyncio.Task[None]) -> None:
         """Sleep until the row is due (published ahead, so the send happens on
