@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import socket
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -20,6 +21,14 @@ from birthdayd import clock, migrations
 ADMIN_URL = os.environ.get("BIRTHDAYD_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 RABBITMQ_URL = os.environ.get("BIRTHDAYD_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 TEMPLATE = f"birthdayd_template_{os.getpid()}"
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then released): for a server
+    to start on, or as a place that refuses connections."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def db_url(name: str) -> str:

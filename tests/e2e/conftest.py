@@ -12,7 +12,6 @@ import contextlib
 import datetime as dt
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,16 +23,10 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.conftest import RABBITMQ_URL
+from tests.conftest import RABBITMQ_URL, free_port
 
 BIRTHDAYD = str(Path(sys.executable).with_name("birthdayd"))
 UTC = dt.UTC
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Timeline:

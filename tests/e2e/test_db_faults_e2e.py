@@ -15,7 +15,6 @@ import contextlib
 import datetime as dt
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -364,9 +363,7 @@ async def test_with_reuse_port_a_process_waiting_for_postgres_takes_no_share_of_
     """Beside other processes on a shared port the starting answers would be
     handed a share of their traffic: with HTTP_REUSE_PORT nothing listens until
     PostgreSQL answers."""
-    with socket.socket() as s:  # a PostgreSQL port where nothing listens
-        s.bind(("127.0.0.1", 0))
-        nowhere = s.getsockname()[1]
+    nowhere = free_port()  # a PostgreSQL port where nothing listens
     port = free_port()
     env = {**os.environ, "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{nowhere}/x",
            "RABBITMQ_URL": RABBITMQ_URL, "QUEUE_NAME": queue_name, "LOG_FORMAT": "text",

@@ -9,7 +9,6 @@ import asyncio
 import collections
 import dataclasses
 import datetime as dt
-import socket
 import uuid
 from typing import Any
 
@@ -23,7 +22,7 @@ from birthdayd import clock as clock_mod
 from birthdayd import config, greetings, metrics, retry, store
 from birthdayd import scheduler as scheduler_mod
 from birthdayd.retry import BreakerState
-from tests.conftest import RABBITMQ_URL
+from tests.conftest import RABBITMQ_URL, free_port
 from tests.integration.delivery_helpers import (
     FAST,
     UTC,
@@ -426,14 +425,6 @@ async def test_breaker_opens_defers_without_counting_attempts_then_probes_and_re
         assert row["attempts"] == len(p.recorder.for_key(message_id))
 
 
-def _unreachable_url() -> str:
-    """A provider URL on a loopback port where nothing listens (connection refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/send-email"
-
-
 async def test_a_provider_that_cannot_be_reached_costs_no_attempt_and_gets_it_when_back(
     make_pipeline: MakePipeline, manual_clock: clock_mod.ManualClock
 ) -> None:
@@ -445,7 +436,7 @@ async def test_a_provider_that_cannot_be_reached_costs_no_attempt_and_gets_it_wh
     p = await make_pipeline(provider=provider, breaker=breaker,
                             config=dataclasses.replace(FAST, max_retries=0))
     reachable = p.emailer.url
-    p.emailer.url = _unreachable_url()
+    p.emailer.url = f"http://127.0.0.1:{free_port()}/send-email"  # refused
     message_id = await _ada_due(p, manual_clock)
     now = ADA_SEND_AT
     manual_clock.set(now)

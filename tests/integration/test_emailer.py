@@ -15,6 +15,7 @@ from aiohttp import web
 
 from birthdayd import emailer as emailer_mod
 from birthdayd.retry import Outcome
+from tests.conftest import free_port
 
 
 @pytest.fixture
@@ -37,10 +38,8 @@ def _send(e: emailer_mod.Emailer) -> Any:
 
 
 async def test_a_refused_connection_is_unreached(make_emailer: Any) -> None:
-    with socket.socket() as s:  # a port where nothing listens
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    result = await _send(await make_emailer(f"http://127.0.0.1:{port}/send-email"))
+    url = f"http://127.0.0.1:{free_port()}/send-email"  # nothing listens there
+    result = await _send(await make_emailer(url))
     assert result.outcome is Outcome.RETRY
     assert result.unreached and not result.timed_out
     assert result.error.startswith("connection error: ClientConnectorError")
